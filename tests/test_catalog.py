@@ -72,7 +72,7 @@ def test_pid_csv_errors(tmp_path):
 
 
 def test_unknown_release():
-    with pytest.raises(ValueError, match="unknown release 'bwn'"):
+    with pytest.raises(ValueError, match="release='bwn' is not one of"):
         release_tags("bwn")
 
 

@@ -34,7 +34,7 @@ def test_bad_pid_files(tmp_path):
 
 def test_unknown_release(tmp_path):
     line = _one_error_line(_run("catalog", "-w", str(tmp_path / "ws"), "--release", "brainwide"))
-    assert "unknown release 'brainwide'" in line and "bwm" in line
+    assert "release='brainwide' is not one of" in line and "bwm" in line
 
 
 def test_unreachable_and_wrong_credentials(tmp_path, alyx_server):

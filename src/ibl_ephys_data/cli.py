@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ibl_ephys_data.ibl import PUBLIC_ALYX_URL, Connection, ConnectionFailed
+from ibl_ephys_data.errors import IblEphysDataError
+from ibl_ephys_data.ibl import PUBLIC_ALYX_URL, Connection
 from ibl_ephys_data.workspace import Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -32,7 +33,7 @@ OneCacheOpt = Annotated[Path | None, typer.Option("--one-cache", help="ONE cache
 DataServerOpt = Annotated[str | None, typer.Option("--http-data-server", help="Override ONE's HTTP data server.")]
 PidsOpt = Annotated[list[str] | None, typer.Option("--pids", help="Restrict to these pids (repeatable).")]
 DEFAULT_WORKSPACE = Path("ibl-workspace")
-USER_ERRORS = (ValueError, FileNotFoundError, LookupError, ConnectionFailed)
+USER_ERRORS = (IblEphysDataError, ValueError, FileNotFoundError, LookupError)
 
 
 def user_errors(func):

@@ -17,6 +17,8 @@ from pathlib import Path
 import requests
 from one.api import One, OneAlyx
 
+from ibl_ephys_data.errors import ConnectionFailed, check_option
+
 _logger = logging.getLogger(__name__)
 
 PUBLIC_ALYX_URL = "https://openalyx.internationalbrainlab.org"
@@ -26,18 +28,9 @@ RELEASES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConnectionFailed(RuntimeError):
-    """Alyx could not be reached or refused the credentials; the message says which and what to do."""
-
-
 def release_tags(release: str) -> tuple[str, ...]:
     """Alyx dataset tags whose union makes a release (DESIGN §2)."""
-    try:
-        return RELEASES[release]
-    except KeyError:
-        raise ValueError(
-            f"unknown release {release!r}: use one of {', '.join(sorted(RELEASES))}"
-        ) from None
+    return RELEASES[check_option("release", release, sorted(RELEASES))]
 
 
 @dataclass(frozen=True)
