@@ -18,7 +18,7 @@ from one.alf.cache import load_tables
 from one.api import One
 
 from ibl_ephys_data.ibl import RELEASES, release_tags
-from ibl_ephys_data.workspace import Workspace, write_parquet
+from ibl_ephys_data.workspace import Workspace
 
 _logger = logging.getLogger(__name__)
 
@@ -215,14 +215,18 @@ def build_catalog(one: One, releases: list[str] | None = None, pids: pd.DataFram
 
 
 def run_catalog(workspace: Workspace, one: One, releases: list[str] | None = None,
-                pid_file: str | Path | None = None) -> pd.DataFrame:
-    """Write ``catalog.parquet`` and record the stage in the manifest."""
+                pid_file: str | Path | None = None, force: bool = False) -> pd.DataFrame:
+    """Write ``catalog.parquet`` and record the stage in the manifest.
+
+    A catalog with no row never replaces a non-empty one unless ``force`` (a pid CSV whose pids are all
+    unknown must not empty the workspace's catalog).
+    """
     if not releases and pid_file is None:
         raise CatalogError("give --release NAME (repro-ephys, bwm) or --pids FILE.csv")
     pids = read_pid_csv(pid_file) if pid_file is not None else None
     catalog, statuses = build_catalog(one, releases=releases, pids=pids)
     workspace.create()
-    write_parquet(catalog, workspace.catalog)
+    workspace.replace_table(catalog, workspace.catalog, force=force)
     workspace.record_stage("catalog", {"releases": releases, "pid_file": str(pid_file) if pid_file else None,
                                        "mode": "offline" if one.offline else "remote"}, statuses)
     return catalog

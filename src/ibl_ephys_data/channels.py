@@ -6,13 +6,20 @@ The loader gets a regions-only atlas, so no Allen volume is ever downloaded impl
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 from brainbox.io.one import SpikeSortingLoader
 from one.api import One
 
 from ibl_ephys_data.atlas import RegionsOnlyAtlas, region_table, xyz_to_ccf_um
-from ibl_ephys_data.workspace import Workspace, run_per_pid, write_parquet
+from ibl_ephys_data.lfp.bad_channels import COLUMNS as BAD_CHANNEL_COLUMNS
+from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
+from ibl_ephys_data.workspace import Workspace, fingerprint
+
+STAGE = "channels"
+LABELS_STAGE = "lfp"  # the lfp stage's parts hold each insertion's bad-channel labels
 
 CHANNEL_COLUMNS = ["pid", "eid", "raw_ind", "axial_um", "lateral_um", "x", "y", "z", "ccf_ap_um", "ccf_dv_um",
                    "ccf_ml_um", "atlas_id", "lateralized_id", "acronym", "beryl_id", "beryl_acronym",
@@ -46,23 +53,57 @@ def load_insertion_channels(one: One, pid: str) -> pd.DataFrame:
     return channels_frame(pid, str(loader.eid), channels, loader.histology)
 
 
-def run_channels(workspace: Workspace, one: One, pids: list[str] | None = None) -> pd.DataFrame:
-    """Write ``channels.parquet`` for the catalog's insertions; a failing insertion is recorded and skipped.
+@dataclass(frozen=True)
+class ChannelsOptions:
+    """What decides an insertion's channel table (nothing to choose yet: the schema version only)."""
 
-    Columns added by later stages (bad-channel labels) are kept for insertions that are not recomputed.
+    schema_version: int = 1
+
+    def spec(self) -> dict:
+        return asdict(self)
+
+
+def process_channels(one: One, workspace: Workspace, pid: str, options: ChannelsOptions) -> None:
+    """One insertion's channels -> ``parts/channels/<pid>.parquet`` (written when it finishes)."""
+    workspace.write_part(STAGE, pid, load_insertion_channels(one, pid), fingerprint(options.spec()))
+
+
+def channels_done(workspace: Workspace, pid: str, options: ChannelsOptions) -> bool:
+    return workspace.has_part(STAGE, pid, fingerprint(options.spec()))
+
+
+def assemble_channels(workspace: Workspace, options: object = None, force: bool = False) -> pd.DataFrame:
+    """Rebuild ``channels.parquet`` from every catalog insertion's channel part plus its bad-channel labels.
+
+    Why from parts: the table is then the same whatever order, subset or interruption produced the parts.
+    Labels come from the lfp stage's parts (NaN until that insertion's lfp is done).
     """
-    catalog = workspace.read_catalog()
-    wanted = list(catalog["pid"]) if not pids else [p for p in catalog["pid"] if p in set(pids)]
-    previous = workspace.read_channels() if workspace.channels.exists() else None
-    loaded, statuses = run_per_pid("channels", wanted, lambda pid: load_insertion_channels(one, pid))
-    frames = list(loaded.values())
-    fresh = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHANNEL_COLUMNS)
-    if previous is not None:
-        extra = [c for c in previous.columns if c not in CHANNEL_COLUMNS]
-        fresh = fresh.merge(previous[["pid", "raw_ind", *extra]], on=["pid", "raw_ind"], how="left")
-        kept = previous[~previous["pid"].isin(fresh["pid"])]
-        fresh = pd.concat([kept, fresh], ignore_index=True)
-    fresh = fresh.sort_values(["pid", "raw_ind"]).reset_index(drop=True)
-    write_parquet(fresh, workspace.channels)
-    workspace.record_stage("channels", {"pids": pids, "mode": "offline" if one.offline else "remote"}, statuses)
-    return fresh
+    pids = set(workspace.read_catalog()["pid"].astype(str))
+    frames = workspace.read_parts(STAGE, pids=pids)
+    channels = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHANNEL_COLUMNS)
+    labels = workspace.read_parts(LABELS_STAGE, pids=pids)
+    label_columns = [c for c in BAD_CHANNEL_COLUMNS if c != "raw_ind"]
+    if labels:
+        table = pd.concat(labels, ignore_index=True)[["pid", *BAD_CHANNEL_COLUMNS]]
+        channels = channels.merge(table, on=["pid", "raw_ind"], how="left")
+    for col in label_columns:
+        if col not in channels:
+            channels[col] = np.nan
+        channels[col] = channels[col].astype("float64")
+    channels["bad_channel_label"] = channels["bad_channel_label"].round().astype("Int8")
+    channels = channels[CHANNEL_COLUMNS + label_columns].sort_values(["pid", "raw_ind"]).reset_index(drop=True)
+    workspace.replace_table(channels, workspace.channels, force=force)
+    return channels
+
+
+CHANNELS = InsertionStage(STAGE, process_channels, channels_done, assemble_channels)
+
+
+def run_channels(workspace: Workspace, one: One | None = None, options: ChannelsOptions | None = None,
+                 pids: list[str] | None = None, **execution) -> StageResult:
+    """Channel tables of the catalog's insertions (or ``pids``) -> ``channels.parquet``, merged, never dropped.
+
+    ``execution``: ``connection``, ``scheduler``, ``retry_failed``, ``force``, ``progress`` of
+    :func:`ibl_ephys_data.pipeline.run_stage`.
+    """
+    return run_stage(CHANNELS, workspace, options or ChannelsOptions(), pids, one=one, **execution)

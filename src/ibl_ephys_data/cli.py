@@ -1,7 +1,8 @@
-"""``ibl-ephys-data``: a thin command line over the Python API (one sub-command per stage, plus ``demo``).
+"""``ibl-ephys-data``: a thin command line over the Python API (one sub-command per stage, plus ``run``, ``demo``).
 
-Commands parse options, call the stage function and print; errors a user can fix become one red line and
-exit code 2.
+Commands parse options, call the stage function and print. Exit codes: 0 when every requested insertion is
+done (or was already), 1 when any failed (a table names each failed pid with a one-line reason, also in the
+log), 2 for usage errors (one red line naming the input and the fix). Imports are lazy so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,48 +18,101 @@ from rich.console import Console
 from rich.table import Table
 
 from ibl_ephys_data.errors import IblEphysDataError
-from ibl_ephys_data.ibl import PUBLIC_ALYX_URL, Connection
-from ibl_ephys_data.workspace import Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Quality-controlled, region-labelled, ML-ready LFP datasets from IBL releases.")
 console = Console()
 err_console = Console(stderr=True)
-_logger = logging.getLogger("ibl_ephys_data")
+logger = logging.getLogger("ibl_ephys_data")
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder (created if missing).")]
-AlyxUrlOpt = Annotated[str, typer.Option("--alyx-url", help="Alyx database URL.")]
+AlyxUrlOpt = Annotated[str | None, typer.Option(
+    "--alyx-url", help="Alyx database URL (default: the public IBL Alyx).", show_default=False)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the ONE cache only, no network.")]
 OneCacheOpt = Annotated[Path | None, typer.Option("--one-cache", help="ONE cache folder (default: ONE's own).")]
 DataServerOpt = Annotated[str | None, typer.Option("--http-data-server", help="Override ONE's HTTP data server.")]
-PidsOpt = Annotated[list[str] | None, typer.Option("--pids", help="Restrict to these pids (repeatable).")]
+PidsOpt = Annotated[list[str] | None, typer.Option("--pids", help="Only these insertion UUIDs (repeatable).")]
+PidCsvOpt = Annotated[Path | None, typer.Option(
+    "--pid-csv", help="CSV with a 'pid' column (optional 'eid', 'release').")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    "--scheduler", help="Run insertions on Dask: 'local' (a local cluster) or tcp://HOST:PORT.")]
+RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Only the insertions whose last run failed.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Let an empty result replace a non-empty output.")]
 DEFAULT_WORKSPACE = Path("ibl-workspace")
 USER_ERRORS = (IblEphysDataError, ValueError, FileNotFoundError, LookupError)
 
 
 def user_errors(func):
-    """Turn the errors a user can fix into one clear line and exit code 2 (tracebacks stay in the log)."""
+    """Turn the errors a user can fix into one clear line and exit code 2 (tracebacks go to the log)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as ex:
-            _logger.debug("error", exc_info=True)
+            logger.debug("error", exc_info=True)
+            logger.error("%s", ex)
             err_console.print(f"[red]error:[/red] {ex}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception:  # a bug: the traceback belongs in the log, and on screen
+            logger.exception("unexpected error")
+            raise
 
     return wrapper
 
 
-def open_workspace(path: Path) -> Workspace:
+def open_workspace(path: Path):
+    from ibl_ephys_data.workspace import Workspace
+
     ws = Workspace(path).create()
     ws.attach_log()
     return ws
 
 
-def connection(alyx_url: str, offline: bool, one_cache: Path | None, http_data_server: str | None) -> Connection:
-    return Connection(alyx_url=alyx_url, offline=offline, cache_dir=one_cache, http_data_server=http_data_server)
+def _existing(path: Path):
+    """A workspace to read (nothing is created)."""
+    from ibl_ephys_data.workspace import Workspace
+
+    return Workspace(path)
+
+
+def connection(alyx_url: str | None, offline: bool, one_cache: Path | None, http_data_server: str | None):
+    from ibl_ephys_data.ibl import PUBLIC_ALYX_URL, Connection
+
+    return Connection(alyx_url=alyx_url or PUBLIC_ALYX_URL, offline=offline, cache_dir=one_cache,
+                      http_data_server=http_data_server)
+
+
+def requested_pids(pids: list[str] | None, pid_csv: Path | None) -> list[str] | None:
+    """``--pids`` and ``--pid-csv`` together; non-UUIDs are rejected before anything runs."""
+    from ibl_ephys_data.pipeline import validate_pids
+
+    out = list(pids or [])
+    if pid_csv is not None:
+        from ibl_ephys_data.catalog import read_pid_csv
+
+        out += list(read_pid_csv(pid_csv)["pid"])
+    return validate_pids(out) if out else None
+
+
+def finish(result, title: str) -> None:
+    """Print the statuses and the failed insertions; exit 1 if any insertion failed."""
+    table = Table(title=title)
+    table.add_column("status")
+    table.add_column("insertions", justify="right")
+    for status, count in result.counts().items():
+        table.add_row(status, str(count))
+    console.print(table)
+    if result.failed:
+        failed = Table(title=f"{result.stage}: {len(result.failed)} insertion(s) failed", title_style="red")
+        failed.add_column("pid")
+        failed.add_column("reason")
+        for pid, reason in result.failed.items():
+            failed.add_row(pid, reason)
+        err_console.print(failed)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -66,11 +120,12 @@ def connection(alyx_url: str, offline: bool, one_cache: Path | None, http_data_s
 def catalog(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     release: Annotated[list[str] | None, typer.Option("--release", help="repro-ephys or bwm (repeatable).")] = None,
-    pids: Annotated[Path | None, typer.Option("--pids", help="CSV with a 'pid' column (optional 'eid').")] = None,
-    alyx_url: AlyxUrlOpt = PUBLIC_ALYX_URL,
+    pid_csv: PidCsvOpt = None,
+    alyx_url: AlyxUrlOpt = None,
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """List the insertions of a release (or of a pid CSV) with their Alyx QC -> catalog.parquet."""
     from ibl_ephys_data.catalog import read_pid_csv, run_catalog
@@ -78,13 +133,36 @@ def catalog(
 
     for name in release or []:
         release_tags(name)
-    if pids is not None:
-        read_pid_csv(pids)
+    if pid_csv is not None:
+        read_pid_csv(pid_csv)
     ws = open_workspace(workspace)
-    with connection(alyx_url, offline, one_cache, http_data_server).session() as one:
-        df = run_catalog(ws, one, releases=release, pid_file=pids)
+    with ws.lock(), connection(alyx_url, offline, one_cache, http_data_server).session() as one:
+        df = run_catalog(ws, one, releases=release, pid_file=pid_csv, force=force)
     _print_counts(df, "releases", f"{len(df)} insertions -> {ws.catalog}")
-    _report_failures(ws, "catalog")
+    failed = ws.failed_pids("catalog")
+    for pid, reason in failed.items():
+        err_console.print(f"[yellow]catalog failed for {pid}:[/yellow] {reason}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _run_insertion_stage(stage: str, workspace: Path, options, pids, pid_csv, scheduler, retry_failed, force,
+                         alyx_url, offline, one_cache, http_data_server) -> None:
+    """The shared body of ``channels``, ``lfp`` and ``qc``: lock, ONE, the pipeline runner, honest exit."""
+    from ibl_ephys_data.run import _per_insertion
+
+    wanted = requested_pids(pids, pid_csv)
+    ws = open_workspace(workspace)
+    conn = connection(alyx_url, offline, one_cache, http_data_server)
+    run = _per_insertion(stage)
+    with ws.lock():
+        if scheduler:
+            result = run(ws, None, options, wanted, connection=conn, scheduler=scheduler, retry_failed=retry_failed,
+                         force=force)
+        else:
+            with conn.session() as one:
+                result = run(ws, one, options, wanted, connection=conn, retry_failed=retry_failed, force=force)
+    finish(result, f"{stage} -> {ws.root}")
 
 
 @app.command()
@@ -92,19 +170,20 @@ def catalog(
 def channels(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     pids: PidsOpt = None,
-    alyx_url: AlyxUrlOpt = PUBLIC_ALYX_URL,
+    pid_csv: PidCsvOpt = None,
+    scheduler: SchedulerOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    force: ForceOpt = False,
+    alyx_url: AlyxUrlOpt = None,
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
 ) -> None:
     """Channel locations (xyz, CCF, Allen/Beryl/Cosmos) of the catalog's insertions -> channels.parquet."""
-    from ibl_ephys_data.channels import run_channels
+    from ibl_ephys_data.channels import ChannelsOptions
 
-    ws = open_workspace(workspace)
-    with connection(alyx_url, offline, one_cache, http_data_server).session() as one:
-        df = run_channels(ws, one, pids=pids)
-    console.print(f"{df['pid'].nunique()} insertions, {len(df)} channels -> {ws.channels}")
-    _report_failures(ws, "channels")
+    _run_insertion_stage("channels", workspace, ChannelsOptions(), pids, pid_csv, scheduler, retry_failed, force,
+                         alyx_url, offline, one_cache, http_data_server)
 
 
 @app.command()
@@ -112,6 +191,7 @@ def channels(
 def lfp(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     pids: PidsOpt = None,
+    pid_csv: PidCsvOpt = None,
     window: Annotated[list[str] | None, typer.Option("--window", help="START:SECONDS (repeatable).")] = None,
     snippets: Annotated[int, typer.Option("--snippets", help="IBL snippet scheme: number of snippets.")] = 4,
     snippet_seconds: Annotated[float, typer.Option("--snippet-seconds", help="Length of each snippet.")] = 60.0,
@@ -119,29 +199,30 @@ def lfp(
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16.")] = "float32",
     full_download: Annotated[bool, typer.Option("--full-download", help="Download whole .cbin files.")] = False,
     clean_cache: Annotated[bool, typer.Option("--clean-cache", help="Delete streamed chunks afterwards.")] = False,
-    scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help="Run insertions on Dask: 'local' (a local cluster) or a scheduler address.")] = None,
-    alyx_url: AlyxUrlOpt = PUBLIC_ALYX_URL,
+    scheduler: SchedulerOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    force: ForceOpt = False,
+    alyx_url: AlyxUrlOpt = None,
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
 ) -> None:
     """Stream raw LF, detect bad channels, destripe and decimate -> lfp.zarr/<pid>/."""
-    from ibl_ephys_data.lfp.stage import LfpOptions, parse_window, run_lfp
-    from ibl_ephys_data.lfp.stream import clear_stream_cache
+    from ibl_ephys_data.errors import check_option
+    from ibl_ephys_data.lfp.stage import LfpOptions, parse_window
 
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"--dtype {dtype!r}: use float32 or float16")
+    check_option("--dtype", dtype, ("float32", "float16"))
     options = LfpOptions(windows=tuple(parse_window(w) for w in window or []), n_snippets=snippets,
                          snippet_seconds=snippet_seconds, fs_out=fs, dtype=dtype, full_download=full_download)
-    ws = open_workspace(workspace)
-    conn = connection(alyx_url, offline, one_cache, http_data_server)
-    with conn.session() as one:
-        statuses = run_lfp(ws, one, options, pids=pids, scheduler=scheduler, connection=conn)
-        if clean_cache and not one.offline:
-            console.print(f"freed {clear_stream_cache(one) / 1e6:.1f} MB of streamed chunks")
-    _print_statuses(statuses, f"lfp -> {ws.lfp}")
-    _report_failures(ws, "lfp")
+    try:
+        _run_insertion_stage("lfp", workspace, options, pids, pid_csv, scheduler, retry_failed, force, alyx_url,
+                             offline, one_cache, http_data_server)
+    finally:
+        if clean_cache and not offline:
+            from ibl_ephys_data.lfp.stream import clear_stream_cache
+
+            with connection(alyx_url, offline, one_cache, http_data_server).session() as one:
+                console.print(f"freed {clear_stream_cache(one) / 1e6:.1f} MB of streamed chunks")
 
 
 qc_app = typer.Typer(help="Automated QC: metrics, rule-based verdicts with reasons, human reviews.")
@@ -154,11 +235,15 @@ def qc(
     ctx: typer.Context,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     pids: PidsOpt = None,
+    pid_csv: PidCsvOpt = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="Your own qc_rules.yaml.")] = None,
     prescreen: Annotated[bool, typer.Option("--prescreen", help="Only IBL's small LF QC datasets, no raw LF.")] = False,
     snippets: Annotated[int, typer.Option("--snippets", help="Raw LF snippets per insertion.")] = 5,
     snippet_seconds: Annotated[float, typer.Option("--snippet-seconds")] = 10.0,
-    alyx_url: AlyxUrlOpt = PUBLIC_ALYX_URL,
+    scheduler: SchedulerOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    force: ForceOpt = False,
+    alyx_url: AlyxUrlOpt = None,
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
@@ -166,18 +251,24 @@ def qc(
     """Compute QC metrics and verdicts -> qc/metrics.parquet, qc/verdicts.parquet; print a summary."""
     if ctx.invoked_subcommand is not None:
         return
+    import pandas as pd
+
     from ibl_ephys_data.qc.rules import load_rules
-    from ibl_ephys_data.qc.stage import run_qc, summary_tables
+    from ibl_ephys_data.qc.stage import QcOptions, summary_tables
 
     ruleset = load_rules(rules)
-    ws = open_workspace(workspace)
-    with connection(alyx_url, offline, one_cache, http_data_server).session() as one:
-        verdicts = run_qc(ws, one, ruleset, prescreen_only=prescreen, n_snippets=snippets,
-                          snippet_seconds=snippet_seconds, pids=pids)
-    per_verdict, per_rule = summary_tables(verdicts)
-    _print_series(per_verdict, "verdict", f"QC verdicts ({len(verdicts)} insertions, rules v{ruleset.version})")
-    _print_series(per_rule, "fired rule", "rules fired")
-    _report_failures(ws, "qc")
+    options = QcOptions(rules=str(rules) if rules else None, prescreen_only=prescreen, n_snippets=snippets,
+                        snippet_seconds=snippet_seconds)
+    try:
+        _run_insertion_stage("qc", workspace, options, pids, pid_csv, scheduler, retry_failed, force, alyx_url,
+                             offline, one_cache, http_data_server)
+    finally:
+        verdicts_path = open_workspace(workspace).qc_verdicts
+        if verdicts_path.exists():
+            verdicts = pd.read_parquet(verdicts_path)
+            per_verdict, per_rule = summary_tables(verdicts)
+            _print_series(per_verdict, "verdict", f"QC verdicts ({len(verdicts)} insertions, rules v{ruleset.version})")
+            _print_series(per_rule, "fired rule", "rules fired")
 
 
 @qc_app.command("review")
@@ -194,9 +285,10 @@ def qc_review(
     from ibl_ephys_data.qc.verdicts import update_verdicts
 
     ws = open_workspace(workspace)
-    record = add_review(ws, pid, verdict, reason, reviewer)
-    if ws.qc_metrics.exists():
-        update_verdicts(ws)
+    with ws.lock():
+        record = add_review(ws, pid, verdict, reason, reviewer)
+        if ws.qc_metrics.exists():
+            update_verdicts(ws)
     console.print(f"review recorded: {record['pid']} -> {record['verdict']} by {record['reviewer']}")
 
 
@@ -212,7 +304,7 @@ def qc_show(
 
     from ibl_ephys_data.viz.figures import qc_panel_figure, qc_panel_lines
 
-    ws = Workspace(workspace)
+    ws = _existing(workspace)
     metrics = pd.read_parquet(ws.qc_metrics).set_index("pid")
     verdicts = pd.read_parquet(ws.qc_verdicts).set_index("pid")
     if pid not in metrics.index:
@@ -249,7 +341,7 @@ def viz3d(
     """brainrender 3D scene of the channels: brain outline, region meshes, probes, bregma, legend."""
     from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 
-    ws = Workspace(workspace)
+    ws = _existing(workspace)
     channels = channels_for_scene(ws)
     written = render_scene(channels, color_by=color_by, regions=regions.split(",") if regions else None,
                            atlas_name=atlas, screenshot=screenshot, html=html, pids=pids, camera=camera,
@@ -283,6 +375,7 @@ def export(
     leakage: Annotated[str, typer.Option("--leakage", help="pid, session or subject.")] = "subject",
     k: Annotated[int, typer.Option("--k", help="Folds (kfold mode).")] = 5,
     strict: Annotated[bool, typer.Option("--strict", help="Error on too-small classes instead of dropping.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Windows index, leakage-free splits (verified) and data card -> dataset/."""
     from ibl_ephys_data.dataset import dataset_info, export_dataset, plan_zero_shot
@@ -292,10 +385,11 @@ def export(
         cost = plan_zero_shot(ws.read_catalog(), train_release, test_release)
         console.print("training insertions removed per leakage level: "
                       + ", ".join(f"{lvl} {n}" for lvl, n in cost.items()))
-    out = export_dataset(ws, regions=regions, level=level, window_seconds=window_seconds,
-                         stride_seconds=stride_seconds, neighbours=neighbours, min_channels=min_channels,
-                         leakage=leakage, train_release=train_release, test_release=test_release, mode=mode, k=k,
-                         strict=strict)
+    with ws.lock():
+        out = export_dataset(ws, regions=regions, level=level, window_seconds=window_seconds,
+                             stride_seconds=stride_seconds, neighbours=neighbours, min_channels=min_channels,
+                             leakage=leakage, train_release=train_release, test_release=test_release, mode=mode,
+                             k=k, strict=strict, force=force)
     info = dataset_info(ws)
     console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}")
 
@@ -310,7 +404,7 @@ def dataset_verify(workspace: WorkspaceOpt = DEFAULT_WORKSPACE) -> None:
     """Re-derive the split from the catalog; exit non-zero naming any leaking pid or subject."""
     from ibl_ephys_data.dataset import verify
 
-    problems = verify(Workspace(workspace))
+    problems = verify(_existing(workspace))
     if problems:
         for line in problems:
             err_console.print(f"[red]leakage:[/red] {line}", highlight=False)
@@ -326,7 +420,7 @@ def dataset_info_cmd(workspace: WorkspaceOpt = DEFAULT_WORKSPACE) -> None:
 
     from ibl_ephys_data.dataset import dataset_info
 
-    console.print_json(json.dumps(dataset_info(Workspace(workspace)), default=str))
+    console.print_json(json.dumps(dataset_info(_existing(workspace)), default=str))
 
 
 @app.command("import-channels")
@@ -393,18 +487,6 @@ def report(
     console.print(f"report: {index}")
 
 
-def _print_statuses(statuses: dict[str, dict], title: str) -> None:
-    table = Table(title=title)
-    table.add_column("status")
-    table.add_column("insertions", justify="right")
-    counts: dict[str, int] = {}
-    for status in statuses.values():
-        counts[status["status"]] = counts.get(status["status"], 0) + 1
-    for status, count in sorted(counts.items()):
-        table.add_row(status, str(count))
-    console.print(table)
-
-
 def _print_counts(df, column: str, title: str) -> None:
     table = Table(title=title)
     table.add_column(column)
@@ -415,10 +497,48 @@ def _print_counts(df, column: str, title: str) -> None:
     console.print(table)
 
 
-def _report_failures(ws: Workspace, stage: str) -> None:
-    failed = ws.failed_pids(stage)
-    for pid, reason in failed.items():
-        err_console.print(f"[yellow]{stage} failed for {pid}:[/yellow] {reason}", highlight=False)
+@app.command()
+@user_errors
+def run(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML run config (every stage's options).")] = None,
+    pids: PidsOpt = None,
+    pid_csv: PidCsvOpt = None,
+    scheduler: SchedulerOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    force: ForceOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (insertions, bytes, time) only.")] = False,
+) -> None:
+    """The whole job (catalog -> channels -> lfp -> qc -> export -> coverage -> report), resumable."""
+    from ibl_ephys_data.run import load_config, plan, run_pipeline
+
+    cfg = load_config(config, scheduler=scheduler)
+    wanted = requested_pids(pids, pid_csv)
+    ws = open_workspace(workspace)
+    if dry_run:
+        from ibl_ephys_data.ibl import Connection
+
+        c = cfg.connection
+        conn = Connection(alyx_url=c.alyx_url or Connection.alyx_url, offline=c.offline,
+                          cache_dir=Path(c.one_cache) if c.one_cache else None, http_data_server=c.http_data_server)
+        with conn.session() as one:
+            console.print_json(data=plan(ws, cfg, one, pids=wanted))
+        return
+    _finish_run(run_pipeline(ws, cfg, pids=wanted, retry_failed=retry_failed, force=force))
+
+
+def _finish_run(result) -> None:
+    for line in result.lines:
+        console.print(line, highlight=False)
+    if result.failed:
+        failed = Table(title="failed insertions", title_style="red")
+        for column in ("stage", "pid", "reason"):
+            failed.add_column(column)
+        for stage, pids in result.failed.items():
+            for pid, reason in pids.items():
+                failed.add_row(stage, pid, reason)
+        err_console.print(failed)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -428,14 +548,14 @@ def demo(
         "demo-ws"),
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each demo recording (s).")] = 40.0,
     store_only: Annotated[bool, typer.Option("--store-only", help="Only write the demo store.")] = False,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Run the whole job on the embedded demo store, served by a loopback Alyx (no internet needed)."""
     from ibl_ephys_data.demo.run import run_demo
 
     ws = open_workspace(out)
-    summary = run_demo(ws, seconds=seconds, store_only=store_only, console=console)
-    for line in summary:
-        console.print(line)
+    result = run_demo(ws, seconds=seconds, store_only=store_only, console=console, scheduler=scheduler)
+    _finish_run(result)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,7 +16,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from ibl_ephys_data.dataset.splits import (
     verify,
 )
 from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
+from ibl_ephys_data.errors import EmptyResultError
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ def export_dataset(
     seed: int = 0,
     exclude_verdicts: Sequence[str] = ("FAIL", "CRITICAL"),
     on_missing: str = "skip",
+    force: bool = False,
 ) -> Path:
     """Build dataset/ (windows.parquet, splits.json, DATA_CARD.md) and return its path.
 
@@ -244,7 +245,6 @@ def export_dataset(
                 statuses[pid] = {"status": "done", "split": s, "channels": len(chans), "windows": len(win)}
         empty = sorted(set(ready) - set(statuses))
         summary = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "workspace": str(ws.root),
             "parameters": params,
             "label_name": f"regions {','.join(names)}" if names else f"{level} acronym",
@@ -277,6 +277,11 @@ def export_dataset(
             "classes": {lev: sorted(v) for lev, v in classes.items() if v},
             "summary": summary,
         }
+        n_windows = sum(v["windows"] for v in per_split.values())
+        if not n_windows and not force and (dataset_dir / "windows.parquet").exists() and \
+                pq.read_metadata(dataset_dir / "windows.parquet").num_rows > 0:
+            raise EmptyResultError(f"{dataset_dir}: these options give no window (window_seconds="
+                                   f"{window_seconds}); the existing dataset was kept (pass --force to replace it)")
         write_json(splits_json, tmp / "splits.json")
         write_text(render_card(summary), tmp / "DATA_CARD.md")
         problems = verify(tmp, catalog=ws.catalog)

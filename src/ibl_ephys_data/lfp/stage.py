@@ -7,24 +7,26 @@ skipped before anything is downloaded; a failing one is recorded in the manifest
 
 from __future__ import annotations
 
-import functools
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import zarr
 from one.api import One
 
-from ibl_ephys_data.ibl import Connection, save_one_cache
 from ibl_ephys_data.lfp.bad_channels import COLUMNS as BAD_CHANNEL_COLUMNS
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
 from ibl_ephys_data.lfp.destripe import default_pad_seconds
 from ibl_ephys_data.lfp.store import process_insertion
 from ibl_ephys_data.lfp.stream import ChunkCachedStreamer, open_lf_reader
 from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, snippet_windows
-from ibl_ephys_data.scale import open_with_retries, run_on_dask
-from ibl_ephys_data.workspace import Workspace, run_per_pid, write_parquet
+from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
+from ibl_ephys_data.workspace import Workspace, fingerprint
+
+logger = logging.getLogger(__name__)
+STAGE = "lfp"
 
 AP_FS_PER_LF_FS = 12  # IBL's timestamps files count samples of the 30 kHz AP clock
 
@@ -77,8 +79,12 @@ def _time_fn(one: One, eid: str, probe: str, fs: float):
     return probe_to_session_fn(timestamps, fs=fs * AP_FS_PER_LF_FS)
 
 
-def process_pid(one: One, zarr_root: Path, pid: str, options: LfpOptions) -> pd.DataFrame:
-    """Bad channels + destriped windows of one insertion; returns its bad-channel table."""
+def process_pid(one: One, zarr_root: Path, pid: str, options: LfpOptions,
+                label_part: Callable[[pd.DataFrame], object] | None = None) -> pd.DataFrame:
+    """Bad channels + destriped windows of one insertion; returns its bad-channel table.
+
+    ``label_part`` receives the labels as soon as they are known, before the group is written.
+    """
     eid, probe = one.pid2eid(pid)
     reader = open_lf_reader(one, pid, full_download=options.full_download, eid=eid, probe=probe)
     duration = reader.ns / reader.fs
@@ -94,61 +100,45 @@ def process_pid(one: One, zarr_root: Path, pid: str, options: LfpOptions) -> pd.
         needed = set().union(*(reader.chunk_ids(w.start_s - pad, w.stop_s + pad) for w in windows))
         reader.pin(batches & needed)
     labels = detect_channel_labels(reader, n_batches=options.n_batches, batch_seconds=options.batch_seconds)
+    if label_part is not None:
+        label_part(labels)
     process_insertion(reader, zarr_root, pid, windows, labels, fs_out=options.fs_out, dtype=options.dtype,
                       time_fn=time_fn, extra_params={"spec": options.spec()})
     return labels
 
 
-def process_pid_on_worker(connection: Connection, zarr_root: Path, options: LfpOptions, pid: str) -> pd.DataFrame:
-    """A Dask task: its own ONE session on the worker, then :func:`process_pid`."""
-    one = open_with_retries(connection)
-    try:
-        return process_pid(one, zarr_root, pid, options)
-    finally:
-        save_one_cache(one)
+def process_lfp(one: One, workspace: Workspace, pid: str, options: LfpOptions) -> None:
+    """One insertion: bad-channel labels -> ``parts/lfp/<pid>.parquet``, then its ``lfp.zarr/<pid>`` group.
 
-
-def run_lfp(workspace: Workspace, one: One, options: LfpOptions | None = None,
-            pids: list[str] | None = None, scheduler: str | None = None,
-            connection: Connection | None = None) -> dict[str, dict]:
-    """Process the catalog's insertions (or ``pids``); returns per-pid statuses (also in the manifest).
-
-    With ``scheduler`` (``local`` or a Dask scheduler address) insertions run in parallel on Dask workers,
-    each opening ``connection`` itself; otherwise one after the other in this process with ``one``.
+    The labels part is written first and the group's atomic rename commits the insertion: a kill between the
+    two leaves the insertion not done, so it is recomputed whole on the next run.
     """
-    options = options or LfpOptions()
-    catalog = workspace.read_catalog()
-    wanted = list(catalog["pid"]) if not pids else [p for p in pids if p in set(catalog["pid"])]
-    missing = sorted(set(pids or []) - set(catalog["pid"]))
-    statuses: dict[str, dict] = {p: {"status": "failed", "reason": "pid not in catalog.parquet"} for p in missing}
-    zarr_root = workspace.lfp
-    zarr_root.mkdir(parents=True, exist_ok=True)
-    todo = [pid for pid in wanted if not is_done(zarr_root, pid, options)]
-    statuses.update({pid: {"status": "skipped", "reason": "already done with the same options"}
-                     for pid in wanted if pid not in todo})
-    if scheduler:
-        if connection is None:
-            raise ValueError("running on Dask needs the connection (alyx url, cache) for the workers to open")
-        task = functools.partial(process_pid_on_worker, connection, zarr_root, options)
-        results, done = run_on_dask("lfp", todo, task, scheduler)
-    else:
-        results, done = run_per_pid("lfp", todo, lambda pid: process_pid(one, zarr_root, pid, options))
-    statuses.update(done)
-    new_labels = [labels.assign(pid=pid) for pid, labels in results.items()]
-    if new_labels:
-        update_channel_labels(workspace, pd.concat(new_labels, ignore_index=True))
-    workspace.record_stage("lfp", options.spec(), statuses)
-    return statuses
+    labels = process_pid(one, workspace.lfp, pid, options, label_part=lambda df: workspace.write_part(
+        STAGE, pid, df.assign(pid=pid)[["pid", *BAD_CHANNEL_COLUMNS]], fingerprint(options.spec())))
+    logger.debug("%s: %d channels labelled", pid, len(labels))
 
 
-def update_channel_labels(workspace: Workspace, labels: pd.DataFrame) -> None:
-    """Write the bad-channel labels and features into channels.parquet (other insertions untouched)."""
-    channels = workspace.read_channels().set_index(["pid", "raw_ind"])
-    columns = [c for c in BAD_CHANNEL_COLUMNS if c != "raw_ind"]
-    for col in columns:
-        if col not in channels:
-            channels[col] = np.nan
-        channels[col] = channels[col].astype("float64")
-    channels.update(labels.set_index(["pid", "raw_ind"])[columns].astype("float64"))
-    channels["bad_channel_label"] = channels["bad_channel_label"].round().astype("Int8")
-    write_parquet(channels.reset_index(), workspace.channels)
+def lfp_done(workspace: Workspace, pid: str, options: LfpOptions) -> bool:
+    """Done = the group is complete with these options, its chunks are all there, and its labels part exists."""
+    return workspace.has_part(STAGE, pid, fingerprint(options.spec())) and is_done(workspace.lfp, pid, options)
+
+
+def assemble_lfp(workspace: Workspace, options: LfpOptions, force: bool = False) -> None:
+    """The labels of every finished insertion reach ``channels.parquet`` (not only this run's)."""
+    from ibl_ephys_data.channels import assemble_channels
+
+    assemble_channels(workspace, force=force)
+
+
+LFP = InsertionStage(STAGE, process_lfp, lfp_done, assemble_lfp)
+
+
+def run_lfp(workspace: Workspace, one: One | None = None, options: LfpOptions | None = None,
+            pids: list[str] | None = None, **execution) -> StageResult:
+    """Stream, label and destripe the catalog's insertions (or ``pids``) into ``lfp.zarr``.
+
+    ``execution``: ``connection``, ``scheduler``, ``retry_failed``, ``force``, ``progress`` of
+    :func:`ibl_ephys_data.pipeline.run_stage`.
+    """
+    workspace.lfp.mkdir(parents=True, exist_ok=True)
+    return run_stage(LFP, workspace, options or LfpOptions(), pids, one=one, **execution)

@@ -1,16 +1,23 @@
 """The workspace: the only contract between stages (see docs/workspace.md).
 
 Every write goes to a temporary sibling first and is renamed into place, so a killed run never leaves a
-half-written file that a later stage would read as complete.
+half-written file that a later stage would read as complete. Per-insertion stages write one *part* per
+insertion as soon as it finishes (``parts/<stage>/<pid>.parquet``, stamped with the stage options'
+fingerprint); the shared tables (``channels.parquet``, ``qc/*.parquet``) are rebuilt from all parts, in pid
+order. So a run killed at any moment and started again, or a run on a subset of pids, ends with the same
+bytes as one uninterrupted run over everything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ibl_ephys_data.errors import EmptyResultError, InputError, MissingStageError, WorkspaceLocked
 
 LOG_NAME = "ibl-ephys-data.log"
+LOCK_NAME = ".lock"
+FINGERPRINT_KEY = b"ibl_ephys_data.fingerprint"
 TRACKED_PACKAGES = (
     "ibl-ephys-data", "ONE-api", "ibllib", "ibl-neuropixel", "iblatlas", "iblutil", "mtscomp",
     "numpy", "scipy", "pandas", "pyarrow", "zarr",
@@ -61,11 +74,33 @@ def atomic_path(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    """Write a DataFrame atomically, without the index, deterministically (same data, same bytes)."""
+def write_parquet(df: pd.DataFrame, path: Path, fingerprint: str | None = None) -> Path:
+    """Write a DataFrame atomically, without the index, deterministically (same data, same bytes).
+
+    ``fingerprint`` (of the options that made the rows) is stored in the file's metadata, so a done-check
+    reads it from the footer without loading the table.
+    """
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if fingerprint is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
+        pq.write_table(table, tmp)
     return Path(path)
+
+
+def parquet_fingerprint(path: Path) -> str | None:
+    """The fingerprint stored by :func:`write_parquet`, or None (absent, unreadable or unstamped file)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = metadata.get(FINGERPRINT_KEY)
+    return value.decode() if value is not None else None
+
+
+def fingerprint(spec: Any) -> str:
+    """A short, stable hash of a JSON-able options spec: equal options <=> equal fingerprint."""
+    return hashlib.sha256(json.dumps(_jsonable(spec), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_text(text: str, path: Path) -> Path:
@@ -97,13 +132,24 @@ class Workspace:
     qc_reviews = property(lambda self: self.qc_dir / "reviews.jsonl")
     dataset_dir = property(lambda self: self.root / "dataset")
     report_dir = property(lambda self: self.root / "report")
+    parts_dir = property(lambda self: self.root / "parts")
     manifest_path = property(lambda self: self.root / "manifest.json")
     log_path = property(lambda self: self.root / LOG_NAME)
+    lock_path = property(lambda self: self.root / LOCK_NAME)
     external_channels = property(lambda self: self.root / "external_channels.parquet")
     coverage = property(lambda self: self.root / "coverage.parquet")
 
     def create(self) -> Workspace:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Make the folder; a path that is a file or not writable is one clear ``InputError``."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"workspace {self.root} is a file: pass a folder to --workspace")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise InputError(f"workspace {self.root} cannot be created ({ex.strerror}): pass a writable folder "
+                             "to --workspace") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise InputError(f"workspace {self.root} is read-only: pass a writable folder to --workspace")
         return self
 
     def read_catalog(self) -> pd.DataFrame:
@@ -114,15 +160,51 @@ class Workspace:
 
     def _read(self, path: Path, stage: str) -> pd.DataFrame:
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path} does not exist: run `ibl-ephys-data {stage} --workspace {self.root}` first"
-            )
+            raise MissingStageError(f"{path} does not exist", stage, self.root)
         return pd.read_parquet(path)
+
+    # per-insertion parts ----------------------------------------------------------------------
+    def part_path(self, stage: str, pid: str, name: str = "") -> Path:
+        """Where one insertion's output of a stage lives (``name`` tells several tables of a stage apart)."""
+        return self.parts_dir / stage / (f"{pid}.{name}.parquet" if name else f"{pid}.parquet")
+
+    def write_part(self, stage: str, pid: str, df: pd.DataFrame, fingerprint: str, name: str = "") -> Path:
+        return write_parquet(df, self.part_path(stage, pid, name), fingerprint=fingerprint)
+
+    def has_part(self, stage: str, pid: str, fingerprint: str, name: str = "") -> bool:
+        """True if the insertion's part exists and was made with these options."""
+        return parquet_fingerprint(self.part_path(stage, pid, name)) == fingerprint
+
+    def read_parts(self, stage: str, name: str = "", pids: set[str] | None = None) -> list[pd.DataFrame]:
+        """Every part of a stage in pid order (optionally only ``pids``); unreadable parts are skipped."""
+        folder = self.parts_dir / stage
+        suffix = f".{name}.parquet" if name else ".parquet"
+        frames = []
+        for path in sorted(folder.glob(f"*{suffix}")) if folder.exists() else []:
+            pid = path.name[: -len(suffix)]
+            if "." in pid or (pids is not None and pid not in pids):
+                continue
+            try:
+                frames.append(pd.read_parquet(path))
+            except (OSError, pa.ArrowInvalid):
+                logging.getLogger(__name__).warning("%s is unreadable: that insertion will be recomputed", path)
+        return frames
+
+    def replace_table(self, df: pd.DataFrame, path: Path, force: bool = False) -> Path:
+        """Write a shared table, refusing to replace a non-empty one with an empty one unless ``force``."""
+        if df.empty and not force and path.exists() and pq.read_metadata(path).num_rows > 0:
+            raise EmptyResultError(f"{path}: this run produced no rows; the existing table was kept "
+                                   "(pass --force to replace it with an empty one)")
+        return write_parquet(df, path)
 
     # manifest ---------------------------------------------------------------------------------
     def read_manifest(self) -> dict:
         if self.manifest_path.exists():
-            return json.loads(self.manifest_path.read_text())
+            try:
+                return json.loads(self.manifest_path.read_text())
+            except json.JSONDecodeError:
+                raise InputError(f"{self.manifest_path} is not valid JSON: restore it or delete it (stage "
+                                 "outputs are kept; the next run rewrites it)") from None
         return {"tool": "ibl-ephys-data", "created": _now(), "stages": {}, "pids": {}}
 
     def record_stage(self, stage: str, parameters: dict, statuses: dict[str, dict] | None = None) -> dict:
@@ -139,6 +221,16 @@ class Workspace:
         write_json(manifest, self.manifest_path)
         return manifest
 
+    def record_pid(self, stage: str, pid: str, status: dict) -> None:
+        """Record one insertion's status as soon as it is known (a killed run keeps what it learnt)."""
+        self.record_stage_pids(stage, {pid: status})
+
+    def record_stage_pids(self, stage: str, statuses: dict[str, dict]) -> None:
+        manifest = self.read_manifest()
+        for pid, status in statuses.items():
+            manifest["pids"].setdefault(pid, {})[stage] = {**_jsonable(status), "time": _now()}
+        write_json(manifest, self.manifest_path)
+
     def pid_status(self, pid: str, stage: str) -> dict | None:
         return self.read_manifest()["pids"].get(pid, {}).get(stage)
 
@@ -150,17 +242,107 @@ class Workspace:
             if stage in s and s[stage].get("status") == "failed"
         }
 
+    # one writer at a time ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Workspace]:
+        """Hold the workspace lock: a second writer stops with one line naming the holder.
+
+        The lock file records pid, host and start time; a holder on this host whose process is gone left
+        a stale lock, which is taken over (a killed run must not block the next one).
+        """
+        self.create()
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder()
+                if holder is not None and _alive(holder):
+                    raise WorkspaceLocked(
+                        f"workspace {self.root} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+                        f"since {holder.get('started')}: wait for it to finish (or stop it)") from None
+                logging.getLogger(__name__).warning("taking over the stale lock of %s (%s)", self.root, holder)
+                self.lock_path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        else:
+            raise WorkspaceLocked(f"workspace {self.root}: could not take the lock {self.lock_path}")
+        try:
+            self.remove_stale_temporaries()
+            yield self
+        finally:
+            if self._lock_holder() == me:
+                self.lock_path.unlink(missing_ok=True)
+
+    def _lock_holder(self) -> dict | None:
+        try:
+            return json.loads(self.lock_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete what killed runs left behind (hidden ``.<name>.*.tmp`` folders, ``.<name>.old``).
+
+        Call it only while holding the lock: a live writer's temporaries look the same. A ``.<name>.old``
+        whose ``<name>`` is missing is the previous good output of a replace killed between its two
+        renames; it is put back rather than deleted.
+        """
+        removed = []
+        folders = [self.root, self.qc_dir, self.lfp, self.parts_dir]
+        folders += [p for p in self.parts_dir.iterdir() if p.is_dir()] if self.parts_dir.is_dir() else []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if not path.name.startswith("."):
+                    continue
+                if path.name.endswith(".tmp"):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+                elif path.name.endswith(".old"):
+                    original = path.with_name(path.name[1:-4])
+                    if original.exists():
+                        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+                    else:
+                        path.rename(original)
+                    removed.append(path)
+        if removed:
+            logging.getLogger(__name__).info("removed %d stale temporaries of killed runs in %s", len(removed),
+                                             self.root)
+        return removed
+
     # logging ----------------------------------------------------------------------------------
     def attach_log(self) -> logging.Handler:
-        """Send the package's log records to the workspace log file (credentials are never logged)."""
+        """Send the package's log records, tracebacks included, to the workspace log file (DEBUG and up).
+
+        The console gets INFO and up (``configure_console_logging``); credentials are never logged.
+        """
         self.create()
         handler = logging.FileHandler(self.log_path)
+        handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("ibl_ephys_data")
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.DEBUG)
         if not any(getattr(h, "baseFilename", None) == handler.baseFilename for h in root.handlers):
             root.addHandler(handler)
         return handler
+
+
+def _alive(holder: dict) -> bool:
+    """Is the lock holder still running? Only answerable on the same host; elsewhere assume it is."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, ValueError) as ex:
+        return ex.errno == errno.EPERM if isinstance(ex, OSError) else False
+    return True
 
 
 def _jsonable(obj: Any) -> Any:
@@ -169,26 +351,3 @@ def _jsonable(obj: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def run_per_pid(stage: str, pids: list[str], work) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Run ``work(pid)`` for every pid with a progress bar; one failing insertion never stops the others.
-
-    Returns the results of the insertions that ran and a status per pid (done, or failed with its reason).
-    """
-    from rich.progress import Progress
-
-    logger = logging.getLogger(f"ibl_ephys_data.{stage}")
-    results, statuses = {}, {}
-    with Progress(transient=True) as progress:
-        task = progress.add_task(stage, total=len(pids))
-        for pid in pids:
-            try:
-                results[pid] = work(pid)
-                statuses[pid] = {"status": "done"}
-            except Exception as ex:  # one broken insertion never stops the others
-                logger.debug("traceback", exc_info=True)
-                logger.error("%s failed for %s: %s", stage, pid, ex)
-                statuses[pid] = {"status": "failed", "reason": f"{type(ex).__name__}: {ex}"}
-            progress.advance(task)
-    return results, statuses
