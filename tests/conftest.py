@@ -89,7 +89,7 @@ def lfp_workspace(demo_workspace, alyx_server, tmp_path_factory):
     one_cache = root / "one-cache"
     before = alyx_server.bytes_served
     with demo_connection(alyx_server, one_cache).session() as one:
-        statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, DEMO_SECONDS),)))
+        statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, DEMO_SECONDS),))).statuses
     return ws, one_cache, statuses, alyx_server.bytes_served - before
 
 

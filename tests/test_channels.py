@@ -41,5 +41,6 @@ def test_offline_channels_equal_remote(demo_workspace, tmp_path):
     ws, one_cache = demo_workspace
     offline = Workspace(tmp_path / "ws").create()
     offline.catalog.write_bytes(ws.catalog.read_bytes())
-    df = run_channels(offline, Connection(cache_dir=one_cache, offline=True).open())
+    assert run_channels(offline, Connection(cache_dir=one_cache, offline=True).open()).ok
+    df = offline.read_channels()
     pd.testing.assert_frame_equal(df, ws.read_channels()[df.columns])

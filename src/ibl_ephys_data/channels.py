@@ -79,6 +79,7 @@ def assemble_channels(workspace: Workspace, options: object = None, force: bool 
     Labels come from the lfp stage's parts (NaN until that insertion's lfp is done).
     """
     pids = set(workspace.read_catalog()["pid"].astype(str))
+    _adopt_table_without_parts(workspace)
     frames = workspace.read_parts(STAGE, pids=pids)
     channels = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHANNEL_COLUMNS)
     labels = workspace.read_parts(LABELS_STAGE, pids=pids)
@@ -94,6 +95,18 @@ def assemble_channels(workspace: Workspace, options: object = None, force: bool 
     channels = channels[CHANNEL_COLUMNS + label_columns].sort_values(["pid", "raw_ind"]).reset_index(drop=True)
     workspace.replace_table(channels, workspace.channels, force=force)
     return channels
+
+
+def _adopt_table_without_parts(workspace: Workspace) -> None:
+    """A channels.parquet written before parts existed (or copied in) becomes parts, so nothing is lost.
+
+    The parts are stamped ``legacy``: kept as they are, recomputed by the next ``channels`` run.
+    """
+    if (workspace.parts_dir / STAGE).exists() or not workspace.channels.exists():
+        return
+    table = workspace.read_channels()
+    for pid, rows in table.groupby("pid", sort=True):
+        workspace.write_part(STAGE, str(pid), rows[CHANNEL_COLUMNS].reset_index(drop=True), "legacy")
 
 
 CHANNELS = InsertionStage(STAGE, process_channels, channels_done, assemble_channels)

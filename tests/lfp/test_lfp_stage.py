@@ -57,11 +57,11 @@ def test_rerun_skips_and_changed_parameters_recompute(lfp_workspace, alyx_server
     pid = INSERTIONS[0].pid
     before = alyx_server.bytes_served
     with demo_connection(alyx_server, one_cache).session() as one:
-        statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, SECONDS),)))
+        statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, SECONDS),))).statuses
     assert {s["status"] for s in statuses.values()} == {"skipped"}
     assert alyx_server.bytes_served == before
     with demo_connection(alyx_server, one_cache).session() as one:
-        statuses = run_lfp(ws, one, LfpOptions(windows=((2.0, 10.0),), fs_out=625.0), pids=[pid])
+        statuses = run_lfp(ws, one, LfpOptions(windows=((2.0, 10.0),), fs_out=625.0), pids=[pid]).statuses
     assert statuses[pid]["status"] == "done"
     group = zarr.open_group(str(ws.lfp / pid), mode="r")
     assert group["lfp"].shape == (384, 6250) and group.attrs["fs"] == 625.0
@@ -91,7 +91,7 @@ def test_broken_insertions_fail_alone(lfp_workspace, demo_store, tmp_path):
     ws.catalog.write_bytes(src.catalog.read_bytes())
     ws.channels.write_bytes(src.channels.read_bytes())
     one = Connection(cache_dir=store, offline=True).open()
-    statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, 8.0),)), pids=[i.pid for i in INSERTIONS[:4]])
+    statuses = run_lfp(ws, one, LfpOptions(windows=((0.0, 8.0),)), pids=[i.pid for i in INSERTIONS[:4]]).statuses
     failed = ws.failed_pids("lfp")
     assert set(failed) == set(broken), failed
     assert "corrupt" in failed[ins_ch.pid] or "truncated" in failed[ins_ch.pid]

@@ -245,7 +245,6 @@ def export_dataset(
                 statuses[pid] = {"status": "done", "split": s, "channels": len(chans), "windows": len(win)}
         empty = sorted(set(ready) - set(statuses))
         summary = {
-            "workspace": str(ws.root),
             "parameters": params,
             "label_name": f"regions {','.join(names)}" if names else f"{level} acronym",
             "catalog_releases": dict(Counter(r for s in release_sets(catalog) for r in s)),
