@@ -56,8 +56,9 @@ def compute_verdicts(metrics: pd.DataFrame, rules: RuleSet | str | os.PathLike |
     Returns one row per pid, sorted by pid: ``verdict`` (PASS / WARNING / FAIL / NOT_SET),
     ``fired_rules`` with, element by element, their ``fired_severities`` and ``fired_metrics`` (as data,
     so a view colours a metric by the rules that fired on it without parsing prose), ``missing_rules``
-    (NOT_SET rules whose metric is missing), ``skipped_rules`` (optional rules whose metric is missing), ``reasons`` (one line per fired or missing rule, with the
-    value), ``rules_version`` and ``rules_sha256``. A metric column absent from the table counts as
+    (NOT_SET rules whose metric is missing), ``skipped_rules`` (optional rules whose metric is missing),
+    ``reasons`` (one line per fired or missing rule, with the value), ``rules_version`` and
+    ``rules_sha256``. A metric column absent from the table counts as
     missing for every insertion, except DERIVED_METRICS (``n_bad`` = ``n_dead`` + ``n_noisy``).
 
     Combination: FAIL if any FAIL rule fired; otherwise NOT_SET if a missing metric belongs to a rule
