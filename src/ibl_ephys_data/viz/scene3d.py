@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ibl_ephys_data.atlas import brain_regions
+from ibl_ephys_data.atlas import BREGMA_CCF_APDVML_UM, brain_regions, ccf_to_display
 from ibl_ephys_data.coverage import overlay_channels
-from ibl_ephys_data.viz.display import BREGMA_CCF_APDVML_UM, ccf_to_display
 from ibl_ephys_data.workspace import Workspace, atomic_path, write_text
 
 logger = logging.getLogger(__name__)
