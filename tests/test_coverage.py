@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ibl_ephys_data import coverage as C
-from ibl_ephys_data.atlas import region_table, xyz_to_ccf_um
+from ibl_ephys_data.atlas import NON_REGIONS, region_table, xyz_to_ccf_um
 from ibl_ephys_data.viz import figures as F
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
@@ -275,7 +275,7 @@ def test_repro_ephys_reference_is_concentrated_in_the_repeated_site(tmp_path):
     assert stored.attrs["summary"]["n_stored"] == len(ref) == 24576
     table = C.coverage_table(ws, "beryl")
     repro = table[table["source"] == "repro-reference"]
-    regions = repro[~repro["region"].isin(C.NON_REGIONS)]
+    regions = repro[~repro["region"].isin(NON_REGIONS)]
     top5 = regions.head(5)
     fraction = top5["n_channels"].sum() / repro["n_channels"].sum()
     # measured: DG, CA1, VISa, LP, PO (the repeated-site targets) hold 54.7 % of all 24,576 channels
@@ -329,9 +329,10 @@ def test_2d_top_view_puts_right_hemisphere_rows_across_the_midline_from_ibl(ws):
 
 def test_3d_scene_colours_every_source(ws, tmp_path):
     pytest.importorskip("k3d")
-    from ibl_ephys_data.viz import synthetic_atlas as sa
-    from ibl_ephys_data.viz.display import ccf_to_display
-    from ibl_ephys_data.viz.scene3d import channels_for_scene, open_atlas, render_scene
+    from ibl_ephys_data.atlas import ccf_to_display
+    from ibl_ephys_data.demo import synthetic_atlas as sa
+    from ibl_ephys_data.viz.atlas3d import open_atlas
+    from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 
     channels = channels_for_scene(ws)
     assert len(channels) == 96 + 21
