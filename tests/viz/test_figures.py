@@ -295,8 +295,8 @@ def test_workspace_wrappers_degrade_on_an_empty_workspace(tmp_path):
     assert result.paths == {}
     assert result.missing == {
         "region_strip": "channels.parquet is missing",
-        "lfp_snapshot": "lfp.zarr is missing: run the lfp stage",
-        "psd_heatmap": "lfp.zarr is missing: run the lfp stage",
+        "lfp_snapshot": "lfp.zarr is missing: run `ibl-ephys-data lfp`",
+        "psd_heatmap": "lfp.zarr is missing: run `ibl-ephys-data lfp`",
         "qc_panel": "neither qc/metrics.parquet nor catalog.parquet has this insertion",
     }
     overview = F.write_overview_figures(tmp_path, tmp_path / "out")
