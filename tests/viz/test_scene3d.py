@@ -17,7 +17,7 @@ from matplotlib.image import imread
 
 from ibl_ephys_data.demo import synthetic_atlas as sa
 from ibl_ephys_data.errors import AtlasUnavailable
-from ibl_ephys_data.viz import atlas3d, scene3d
+from ibl_ephys_data.viz import atlas3d
 from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
