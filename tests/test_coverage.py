@@ -368,3 +368,20 @@ def test_report_shows_the_import_summary_and_the_coverage_chart(ws):
     assert "channels per source: allen-vc: 21, bwm: 70, ibl: 6, repro-ephys: 50" in index
     for view in ("coronal", "sagittal", "top"):
         assert (ws.report_dir / "figures" / "overview" / f"ccf_{view}_source.png").exists()
+
+
+def test_channels_per_region_is_the_one_pivot_without_void_and_root():
+    """The command line's table and the report's chart both come from this pivot, so they agree."""
+    table = pd.DataFrame({
+        "region": ["root", "CA1", "LP", "void", "CA1", "DG", "LP"],
+        "region_id": [997, 382, 218, 0, 382, 10703, 218],
+        "source": ["bwm", "bwm", "bwm", "bwm", "allen", "allen", "allen"],
+        "n_channels": [900, 40, 10, 500, 25, 30, 10],
+        "n_insertions": [3, 2, 1, 3, 1, 1, 1],
+    })
+    wide = C.channels_per_region(table)
+    assert list(wide.index) == ["CA1", "DG", "LP"]  # 65, 30, 20 channels: most first; void / root left out
+    assert list(wide.columns) == ["allen", "bwm"]
+    assert wide.loc["CA1"].tolist() == [25, 40] and wide.loc["DG"].tolist() == [30, 0]
+    assert list(C.channels_per_region(table, top=2).index) == ["CA1", "DG"]
+    assert C.channels_per_region(table[table["region"].isin(["void", "root"])]).empty
