@@ -63,7 +63,7 @@ def acronym_to_id() -> dict[str, int]:
 
 
 @cache
-def _row_of_id() -> dict[int, int]:
+def id_to_row() -> dict[int, int]:
     """Positive Allen id -> its row in the structure tree (the first row of an id listed twice)."""
     rows: dict[int, int] = {}
     for k, rid in enumerate(brain_regions().id):
@@ -86,7 +86,7 @@ def channel_atlas_ids(channels: pd.DataFrame) -> np.ndarray:
 def region_colors(atlas_ids: np.ndarray | list[int]) -> np.ndarray:
     """Allen colours (n x 3, 0..1) for Allen ids; lateralised ids are folded, void and unknown ids grey."""
     br = brain_regions()
-    rows = _row_of_id()
+    rows = id_to_row()
     grey = np.array([int(MISSING_COLOR[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
     unique, inverse = np.unique(np.abs(np.asarray(atlas_ids, dtype=np.int64)), return_inverse=True)
     rgb = np.tile(grey, (unique.size, 1))
@@ -100,7 +100,7 @@ def region_colors(atlas_ids: np.ndarray | list[int]) -> np.ndarray:
 def region_acronyms(atlas_ids: np.ndarray | list[int]) -> list[str]:
     """Acronyms of Allen ids, keeping the length (``BrainRegions.id2acronym`` silently drops unknown ids)."""
     br = brain_regions()
-    rows = _row_of_id()
+    rows = id_to_row()
     return [str(br.acronym[rows[int(r)]]) if int(r) in rows else "?" for r in np.abs(np.asarray(atlas_ids))]
 
 

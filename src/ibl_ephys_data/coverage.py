@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,8 @@ from ibl_ephys_data.atlas import (
     CCF_EXTENT_UM,
     NON_REGIONS,
     acronym_to_id,
-    brain_regions,
     ccf_um_to_xyz,
+    id_to_row,
     region_table,
 )
 from ibl_ephys_data.ibl import RELEASES
@@ -82,11 +81,6 @@ SUMMARY_COLUMNS = ("source", "file", "layout", "n_rows", "n_stored", *(f"n_{r}" 
 
 def _workspace(workspace: Workspace | str | os.PathLike) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-
-
-@cache
-def _known_ids() -> frozenset[int]:
-    return frozenset(int(i) for i in brain_regions().id if i >= 0)
 
 
 def _check_source(source: str) -> str:
@@ -136,7 +130,7 @@ def _region_ids(ids: pd.Series | None, acronyms: pd.Series | None, n: int) -> tu
     if ids is not None:
         numeric = pd.to_numeric(ids, errors="coerce").to_numpy(dtype=float)
         has_id = np.isfinite(numeric)
-        known = _known_ids()
+        known = id_to_row()
         out[has_id] = [int(abs(v)) if int(abs(v)) in known else -1 for v in numeric[has_id]]
     has_acronym = np.zeros(n, dtype=bool)
     if acronyms is not None:

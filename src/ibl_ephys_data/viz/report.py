@@ -290,9 +290,9 @@ def write_report(
                 f' <a href="{safe_name(pids[j])}.html">{label}</a>'
                 for j, label in ((k - 1, "&larr; previous"), (k + 1, "next &rarr;")) if 0 <= j < len(pids)
             )
-            page = insertion_page(row, rows, available, figures, nav)
+            text = insertion_page(row, rows, available, figures, nav)
             (tmp / pages[pid]).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / pages[pid]).write_text(page, encoding="utf-8")
+            (tmp / pages[pid]).write_text(text, encoding="utf-8")
         overview = write_overview_figures(ws, tmp / "figures" / "overview", formats)
         trajectories, has_3d = _trajectories_section(tables["channels"], tables["verdicts"])
         if has_3d:
