@@ -73,14 +73,16 @@ def id_to_row() -> dict[int, int]:
 
 
 def channel_atlas_ids(channels: pd.DataFrame) -> np.ndarray:
-    """Allen ids (positive) of channels, from ``atlas_id`` or else ``acronym``; unknown -> 0 (void)."""
+    """Allen ids (positive) of channels, from ``atlas_id``, else (row by row) ``acronym``; unknown -> 0 (void)."""
+    if "atlas_id" not in channels and "acronym" not in channels:
+        raise ValueError("channels have neither an 'atlas_id' nor an 'acronym' column: pass channels.parquet")
+    ids = pd.Series(np.nan, index=channels.index)
     if "atlas_id" in channels:
-        ids = pd.to_numeric(channels["atlas_id"], errors="coerce").fillna(0).to_numpy()
-        return np.abs(ids).astype(np.int64)
-    if "acronym" in channels:
+        ids = pd.to_numeric(channels["atlas_id"], errors="coerce")
+    if "acronym" in channels and ids.isna().any():
         lookup = acronym_to_id()
-        return np.array([lookup.get(str(a), 0) for a in channels["acronym"]], dtype=np.int64)
-    raise ValueError("channels have neither an 'atlas_id' nor an 'acronym' column: pass channels.parquet")
+        ids = ids.fillna(channels["acronym"].map(lambda a: lookup.get(str(a))))
+    return np.abs(ids.fillna(0).to_numpy(dtype=float)).astype(np.int64)
 
 
 def region_colors(atlas_ids: np.ndarray | list[int]) -> np.ndarray:

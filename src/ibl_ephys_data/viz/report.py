@@ -42,6 +42,7 @@ from ibl_ephys_data.viz.html import (
     frame_table,
     missing,
     number_cell,
+    page,
     safe_name,
     text_cell,
     verdict_badge,
