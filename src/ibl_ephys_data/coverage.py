@@ -45,6 +45,7 @@ from ibl_ephys_data.atlas import (
     id_to_row,
     region_table,
 )
+from ibl_ephys_data.errors import MissingStageError
 from ibl_ephys_data.ibl import RELEASES
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
@@ -278,7 +279,7 @@ def _level_columns(df: pd.DataFrame, level: str) -> pd.DataFrame:
         return pd.DataFrame({"region_id": np.abs(df[id_col].to_numpy(dtype=np.int64)),
                              "region": df[acronym_col].astype(str).to_numpy()}, index=df.index)
     if "atlas_id" not in df.columns:
-        raise ValueError("channels have no 'atlas_id' column: re-run `ibl-ephys-data channels`")
+        raise MissingStageError("channels have no 'atlas_id' column", "channels")
     x = df["x"] if "x" in df else df["ccf_ml_um"] - BREGMA_CCF_UM["ml"]  # only the sign matters here
     regions = region_table(df["atlas_id"].to_numpy(dtype=np.int64), x.to_numpy(dtype=float))
     return pd.DataFrame({"region_id": regions[id_col].to_numpy(), "region": regions[acronym_col].to_numpy()},
@@ -287,8 +288,7 @@ def _level_columns(df: pd.DataFrame, level: str) -> pd.DataFrame:
 
 def _usable(channels: pd.DataFrame, ws: Workspace) -> pd.DataFrame:
     if not ws.qc_channel_metrics.exists():
-        raise FileNotFoundError(f"{ws.qc_channel_metrics} does not exist: run `ibl-ephys-data qc "
-                                f"--workspace {ws.root}` first, or drop --usable-only")
+        raise MissingStageError(f"{ws.qc_channel_metrics} does not exist (or drop --usable-only)", "qc", ws)
     metrics = pd.read_parquet(ws.qc_channel_metrics, columns=["pid", "raw_ind", "usable"])
     metrics = metrics.assign(pid=metrics["pid"].astype(str), raw_ind=metrics["raw_ind"].astype(np.int64))
     merged = channels.assign(pid=channels["pid"].astype(str), raw_ind=channels["raw_ind"].astype(np.int64)

@@ -16,7 +16,7 @@ from brainglobe_server import AtlasServer, atlas_archive
 from matplotlib.image import imread
 
 from ibl_ephys_data.demo import synthetic_atlas as sa
-from ibl_ephys_data.errors import AtlasUnavailable
+from ibl_ephys_data.errors import AtlasUnavailable, MissingStageError
 from ibl_ephys_data.viz import atlas3d
 from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 from ibl_ephys_data.workspace import Workspace, write_parquet
@@ -240,7 +240,7 @@ def test_a_missing_mesh_fails_in_one_line(home, tmp_path):
 def test_bad_inputs_name_the_input_and_the_fix(home, tmp_path):
     ch = probe("p1", -2000.0)
     kwargs = {"atlas_name": sa.SYNTHETIC_ATLAS_NAME, "brainglobe_dir": home, "html": tmp_path / "x.html"}
-    with pytest.raises(ValueError, match=r"pids not in the channels table: nope .*--pids"):
+    with pytest.raises(MissingStageError, match=r"pids not in the channels table: nope .*channels --pids nope"):
         render_scene(ch, pids=["p1", "nope"], **kwargs)
     with pytest.raises(ValueError, match=r"regions \['XYZ'\] are not in atlas"):
         render_scene(ch, regions=["XYZ"], **kwargs)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from one.alf.spec import QC
 
+from ibl_ephys_data.errors import MissingStageError
 from ibl_ephys_data.qc.reviews import apply_reviews, read_reviews
 from ibl_ephys_data.qc.rules import Rule, RuleSet, resolve_rules
 from ibl_ephys_data.workspace import Workspace, atomic_path
@@ -148,8 +149,7 @@ def update_verdicts(workspace: Workspace | str | os.PathLike,
     ruleset = resolve_rules(rules)
     if metrics is None:
         if not ws.qc_metrics.exists():
-            raise FileNotFoundError(f"{ws.qc_metrics} does not exist: compute QC metrics first "
-                                    f"(`ibl-ephys-data qc --workspace {ws.root}`)")
+            raise MissingStageError(f"{ws.qc_metrics} does not exist", "qc", ws)
         metrics = pd.read_parquet(ws.qc_metrics)
     verdicts = apply_reviews(compute_verdicts(metrics, ruleset), read_reviews(ws.qc_reviews))
     write_verdicts(verdicts, ws.qc_verdicts)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ibl_ephys_data.atlas import BREGMA_CCF_APDVML_UM, ccf_to_display, channel_atlas_ids, region_colors
 from ibl_ephys_data.coverage import overlay_channels
-from ibl_ephys_data.errors import check_option
+from ibl_ephys_data.errors import MissingStageError, check_option, command_hint
 from ibl_ephys_data.viz.atlas3d import DEFAULT_ATLAS, open_atlas
 from ibl_ephys_data.viz.scene_channels import SceneChannels, rgb_hex
 from ibl_ephys_data.viz.scene_render import CAMERAS, has_display, render_vtk, write_html
@@ -54,9 +54,9 @@ PALETTE = (
 
 #: Columns each ``color_by`` reads (the first present) and how to get one when none is.
 COLOR_COLUMNS = {
-    "region": (("acronym",), "it comes with channels.parquet (`ibl-ephys-data channels`)"),
+    "region": (("acronym",), f"it comes with channels.parquet (`{command_hint('channels')}`)"),
     "release": (("release", "releases"), "merge catalog.parquet's `releases` on pid (channels_for_scene)"),
-    "verdict": (("final_verdict", "verdict"), "run `ibl-ephys-data qc`, merge qc/verdicts.parquet on pid"),
+    "verdict": (("final_verdict", "verdict"), f"run `{command_hint('qc')}`, merge qc/verdicts.parquet on pid"),
     "lab": (("lab",), "merge catalog.parquet's `lab` on pid (channels_for_scene)"),
     "source": (("source", "histology"), "add a `source` column (or keep channels.parquet's `histology`)"),
 }
@@ -116,8 +116,8 @@ def _select(channels: pd.DataFrame, pids: Sequence[str] | None) -> pd.DataFrame:
         pids = [str(p) for p in pids]
         absent = sorted(set(pids) - set(channels["pid"].astype(str)))
         if absent:
-            raise ValueError(f"pids not in the channels table: {', '.join(absent)} "
-                             "(run `ibl-ephys-data channels` for them, or drop them from --pids)")
+            raise MissingStageError(f"pids not in the channels table: {', '.join(absent)} (or drop them from "
+                                    "--pids)", "channels", pids=absent)
         channels = channels[channels["pid"].astype(str).isin(pids)]
     ccf = channels.loc[:, list(CCF_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     located = ccf.notna().all(axis=1).to_numpy()
