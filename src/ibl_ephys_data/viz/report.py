@@ -307,9 +307,9 @@ def write_report(
                 '<h2 id="insertions-section">Insertions</h2>']
         if table.empty:
             body.append('<p class="message" id="empty">No insertions in this workspace yet: catalog.parquet '
-                        "and the other stage outputs are missing. Run <code>ibl-ephys-data catalog</code> "
-                        "(or <code>ibl-ephys-data demo</code>) and the later stages, then write the report "
-                        "again.</p>")
+                        f"and the other stage outputs are missing. Run <code>{html.escape(command_hint('catalog'))}"
+                        "</code> (or <code>ibl-ephys-data demo</code>) and the later stages, then write the "
+                        "report again.</p>")
         else:
             counts = table["final"].value_counts()
             order = sorted(counts.index, key=lambda v: (verdict_rank(v), v))
