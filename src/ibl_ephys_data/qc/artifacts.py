@@ -33,8 +33,6 @@ BURST_MADS = 5.0  # common-mode window rms > median + BURST_MADS * MAD
 COBURST_FACTOR = 5.0  # channel window power > COBURST_FACTOR * its own median
 BAND_FS_HZ = 250.0  # the band signal is resampled to about this rate: it holds nothing above 100 Hz
 
-#: the keys of ``pool_artifacts`` / ``probe_artifacts``
-ARTIFACT_KEYS = ("cm_burst_pct", "striping_ratio", "coburst_fraction", "saturation_pct")
 
 
 @dataclass
