@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ibl_ephys_data import coverage as C
-from ibl_ephys_data.atlas import region_table, xyz_to_ccf_um
+from ibl_ephys_data.atlas import NON_REGIONS, region_table, xyz_to_ccf_um
 from ibl_ephys_data.viz import figures as F
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
@@ -275,7 +275,7 @@ def test_repro_ephys_reference_is_concentrated_in_the_repeated_site(tmp_path):
     assert stored.attrs["summary"]["n_stored"] == len(ref) == 24576
     table = C.coverage_table(ws, "beryl")
     repro = table[table["source"] == "repro-reference"]
-    regions = repro[~repro["region"].isin(C.NON_REGIONS)]
+    regions = repro[~repro["region"].isin(NON_REGIONS)]
     top5 = regions.head(5)
     fraction = top5["n_channels"].sum() / repro["n_channels"].sum()
     # measured: DG, CA1, VISa, LP, PO (the repeated-site targets) hold 54.7 % of all 24,576 channels
@@ -329,9 +329,10 @@ def test_2d_top_view_puts_right_hemisphere_rows_across_the_midline_from_ibl(ws):
 
 def test_3d_scene_colours_every_source(ws, tmp_path):
     pytest.importorskip("k3d")
-    from ibl_ephys_data.viz import synthetic_atlas as sa
-    from ibl_ephys_data.viz.display import ccf_to_display
-    from ibl_ephys_data.viz.scene3d import channels_for_scene, open_atlas, render_scene
+    from ibl_ephys_data.atlas import ccf_to_display
+    from ibl_ephys_data.demo import synthetic_atlas as sa
+    from ibl_ephys_data.viz.atlas3d import open_atlas
+    from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 
     channels = channels_for_scene(ws)
     assert len(channels) == 96 + 21
@@ -367,3 +368,20 @@ def test_report_shows_the_import_summary_and_the_coverage_chart(ws):
     assert "channels per source: allen-vc: 21, bwm: 70, ibl: 6, repro-ephys: 50" in index
     for view in ("coronal", "sagittal", "top"):
         assert (ws.report_dir / "figures" / "overview" / f"ccf_{view}_source.png").exists()
+
+
+def test_channels_per_region_is_the_one_pivot_without_void_and_root():
+    """The command line's table and the report's chart both come from this pivot, so they agree."""
+    table = pd.DataFrame({
+        "region": ["root", "CA1", "LP", "void", "CA1", "DG", "LP"],
+        "region_id": [997, 382, 218, 0, 382, 10703, 218],
+        "source": ["bwm", "bwm", "bwm", "bwm", "allen", "allen", "allen"],
+        "n_channels": [900, 40, 10, 500, 25, 30, 10],
+        "n_insertions": [3, 2, 1, 3, 1, 1, 1],
+    })
+    wide = C.channels_per_region(table)
+    assert list(wide.index) == ["CA1", "DG", "LP"]  # 65, 30, 20 channels: most first; void / root left out
+    assert list(wide.columns) == ["allen", "bwm"]
+    assert wide.loc["CA1"].tolist() == [25, 40] and wide.loc["DG"].tolist() == [30, 0]
+    assert list(C.channels_per_region(table, top=2).index) == ["CA1", "DG"]
+    assert C.channels_per_region(table[table["region"].isin(["void", "root"])]).empty

@@ -451,13 +451,12 @@ def coverage(
     top: Annotated[int, typer.Option("--top", help="Regions printed per source.")] = 15,
 ) -> None:
     """Channels and insertions per region per source -> coverage.parquet; unique regions and overlap."""
-    from ibl_ephys_data.coverage import coverage_table, overlap_summary, regions_in_one_source
+    from ibl_ephys_data.coverage import channels_per_region, coverage_table, overlap_summary, regions_in_one_source
 
     ws = open_workspace(workspace)
     table = coverage_table(ws, level=level, usable_only=usable_only)
-    wide = table.pivot_table(index="region", columns="source", values="n_channels", aggfunc="sum", fill_value=0)
-    wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False).index[:top]]
-    out = Table(title=f"channels per {level} region (top {top}) -> {ws.coverage}")
+    wide = channels_per_region(table, top)
+    out = Table(title=f"channels per {level} region (top {top}, void and root left out) -> {ws.coverage}")
     out.add_column("region")
     for col in wide.columns:
         out.add_column(str(col), justify="right")

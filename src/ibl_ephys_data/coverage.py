@@ -13,7 +13,7 @@ and IBL share (``iblatlas.atlas.AllenAtlas.xyz2ccf``): they are stored as given,
 Rows that cannot be placed are never dropped silently. Each row is kept or excluded for the first of these
 reasons, counted per source in the import summary (returned, logged, recorded in the manifest and shown
 by the HTML report): ``no_coordinates`` (a CCF coordinate is missing), ``outside_volume`` (outside the
-Allen volume ap 0-13200, dv 0-8000, ml 0-11400 µm; a warning), ``no_region`` (neither an id nor an
+Allen volume, :data:`ibl_ephys_data.atlas.CCF_EXTENT_UM`; a warning), ``no_region`` (neither an id nor an
 acronym), ``unknown_region`` (an id or acronym not in the iblatlas structure tree: counted, not an error,
 so one odd label does not block a whole dataset; the first ones are listed). Stored rows always have
 coordinates and a region.
@@ -22,28 +22,35 @@ Void and root: ``void`` (id 0, outside the brain) and ``root`` (997, in the brai
 are rows of the coverage table like any region, so every channel is counted exactly once per level and the
 Beryl / Cosmos roll-ups sum to the Allen-level total. At the Beryl and Cosmos levels, labels without a
 parcel of that level (e.g. ``grey``, fibre tracts) become ``root``, as ``BrainRegions.remap`` does.
-:func:`regions_in_one_source`, :func:`overlap` and :func:`overlap_summary` leave void and root out: they
-are not regions anyone trains on.
+:func:`regions_in_one_source`, :func:`overlap`, :func:`overlap_summary` and :func:`channels_per_region` (the
+one pivot the command line and the report show) leave void and root out: they are not regions anyone
+trains on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ibl_ephys_data.atlas import BREGMA_CCF_UM, acronym_to_id, brain_regions, ccf_um_to_xyz, region_table
+from ibl_ephys_data.atlas import (
+    BREGMA_CCF_UM,
+    CCF_EXTENT_UM,
+    NON_REGIONS,
+    acronym_to_id,
+    ccf_um_to_xyz,
+    id_to_row,
+    region_table,
+)
+from ibl_ephys_data.errors import MissingStageError
 from ibl_ephys_data.ibl import RELEASES
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
 logger = logging.getLogger(__name__)
 
-#: Allen CCF 25 µm volume extent (µm), inclusive.
-ALLEN_VOLUME_UM = {"ap": (0.0, 13200.0), "dv": (0.0, 8000.0), "ml": (0.0, 11400.0)}
 ALLENSDK_CCF = ("anterior_posterior_ccf_coordinate", "dorsal_ventral_ccf_coordinate",
                 "left_right_ccf_coordinate")
 ALLENSDK_REGION = ("ecephys_structure_id", "ecephys_structure_acronym")
@@ -59,7 +66,6 @@ LAYOUTS = {
 REASONS = ("no_coordinates", "outside_volume", "no_region", "unknown_region")
 LEVELS = {"allen": ("atlas_id", "acronym"), "beryl": ("beryl_id", "beryl_acronym"),
           "cosmos": ("cosmos_id", "cosmos_acronym")}
-NON_REGIONS = ("void", "root")
 #: Source of IBL channels whose insertion has no release in the catalog (or when there is no catalog).
 IBL_SOURCE = "ibl"
 IMPORT_STAGE = "import-channels"
@@ -76,11 +82,6 @@ SUMMARY_COLUMNS = ("source", "file", "layout", "n_rows", "n_stored", *(f"n_{r}" 
 
 def _workspace(workspace: Workspace | str | os.PathLike) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-
-
-@cache
-def _known_ids() -> frozenset[int]:
-    return frozenset(int(i) for i in brain_regions().id if i >= 0)
 
 
 def _check_source(source: str) -> str:
@@ -130,7 +131,7 @@ def _region_ids(ids: pd.Series | None, acronyms: pd.Series | None, n: int) -> tu
     if ids is not None:
         numeric = pd.to_numeric(ids, errors="coerce").to_numpy(dtype=float)
         has_id = np.isfinite(numeric)
-        known = _known_ids()
+        known = id_to_row()
         out[has_id] = [int(abs(v)) if int(abs(v)) in known else -1 for v in numeric[has_id]]
     has_acronym = np.zeros(n, dtype=bool)
     if acronyms is not None:
@@ -179,8 +180,8 @@ def import_channels(workspace: Workspace | str | os.PathLike, csv_path: str | os
 
     reason = np.full(n, "", dtype=object)
     no_coordinates = ~np.isfinite(ccf).all(axis=1)
-    lows = np.array([ALLEN_VOLUME_UM[a][0] for a in ("ap", "dv", "ml")])
-    highs = np.array([ALLEN_VOLUME_UM[a][1] for a in ("ap", "dv", "ml")])
+    lows = np.zeros(3)
+    highs = np.array([CCF_EXTENT_UM[a] for a in ("ap", "dv", "ml")])
     with np.errstate(invalid="ignore"):
         outside = ~no_coordinates & ((ccf < lows) | (ccf > highs)).any(axis=1)
     for name, mask in zip(REASONS, (no_coordinates, outside, ~has_region, atlas_ids < 0), strict=True):
@@ -194,8 +195,8 @@ def import_channels(workspace: Workspace | str | os.PathLike, csv_path: str | os
         logger.warning("%s: no row could be placed (%s): nothing stored for %s; are the coordinates Allen "
                        "CCF µm?", csv_path.name, ", ".join(f"{k}={v}" for k, v in counts.items()), source)
     if counts["n_outside_volume"]:
-        logger.warning("%s: %d of %d rows lie outside the Allen CCF volume (ap 0-13200, dv 0-8000, "
-                       "ml 0-11400 µm) and are excluded", csv_path.name, counts["n_outside_volume"], n)
+        logger.warning("%s: %d of %d rows lie outside the Allen CCF volume (0-%s µm) and are excluded",
+                       csv_path.name, counts["n_outside_volume"], n, CCF_EXTENT_UM)
     if counts["n_no_coordinates"] or counts["n_no_region"] or counts["n_unknown_region"]:
         logger.warning("%s: %d rows without coordinates, %d without a region, %d with a region not in the "
                        "Allen tree (%s) are not stored", csv_path.name, counts["n_no_coordinates"],
@@ -278,7 +279,7 @@ def _level_columns(df: pd.DataFrame, level: str) -> pd.DataFrame:
         return pd.DataFrame({"region_id": np.abs(df[id_col].to_numpy(dtype=np.int64)),
                              "region": df[acronym_col].astype(str).to_numpy()}, index=df.index)
     if "atlas_id" not in df.columns:
-        raise ValueError("channels have no 'atlas_id' column: re-run `ibl-ephys-data channels`")
+        raise MissingStageError("channels have no 'atlas_id' column", "channels")
     x = df["x"] if "x" in df else df["ccf_ml_um"] - BREGMA_CCF_UM["ml"]  # only the sign matters here
     regions = region_table(df["atlas_id"].to_numpy(dtype=np.int64), x.to_numpy(dtype=float))
     return pd.DataFrame({"region_id": regions[id_col].to_numpy(), "region": regions[acronym_col].to_numpy()},
@@ -287,8 +288,7 @@ def _level_columns(df: pd.DataFrame, level: str) -> pd.DataFrame:
 
 def _usable(channels: pd.DataFrame, ws: Workspace) -> pd.DataFrame:
     if not ws.qc_channel_metrics.exists():
-        raise FileNotFoundError(f"{ws.qc_channel_metrics} does not exist: run `ibl-ephys-data qc "
-                                f"--workspace {ws.root}` first, or drop --usable-only")
+        raise MissingStageError(f"{ws.qc_channel_metrics} does not exist (or drop --usable-only)", "qc", ws)
     metrics = pd.read_parquet(ws.qc_channel_metrics, columns=["pid", "raw_ind", "usable"])
     metrics = metrics.assign(pid=metrics["pid"].astype(str), raw_ind=metrics["raw_ind"].astype(np.int64))
     merged = channels.assign(pid=channels["pid"].astype(str), raw_ind=channels["raw_ind"].astype(np.int64)
@@ -368,6 +368,23 @@ def regions_in_one_source(table: pd.DataFrame) -> pd.DataFrame:
     only = only.loc[:, ["region", "region_id", "source", "n_channels", "n_insertions"]]
     return only.sort_values(["source", "n_channels", "region"], ascending=[True, False, True],
                             kind="stable").reset_index(drop=True)
+
+
+def channels_per_region(table: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
+    """Channels per region (rows) and source (columns), regions with the most channels first.
+
+    The one pivot of the coverage table that people look at: ``ibl-ephys-data coverage`` prints it and the
+    report charts it, so both show the same numbers. Void and root are left out (not regions); ties are
+    broken by region name; ``top`` keeps the first regions only. Absent counts are 0.
+    """
+    regions = _regions_only(table)
+    if regions.empty:
+        return pd.DataFrame(index=pd.Index([], name="region"), dtype=np.int64)
+    wide = regions.pivot_table(index="region", columns="source", values="n_channels", aggfunc="sum",
+                               fill_value=0)
+    wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False, kind="stable").index]
+    wide.columns = [str(c) for c in wide.columns]
+    return (wide if top is None else wide.iloc[:top]).astype(np.int64)
 
 
 def _source_counts(regions: pd.DataFrame, source: str, prefix: str) -> pd.DataFrame:

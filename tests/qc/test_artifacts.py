@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.signal
 
 from ibl_ephys_data.demo import artifacts as art
 from ibl_ephys_data.qc.artifacts import (
     NP1_LF_RANGE_VOLTS,
-    artifact_intervals,
     discontinuity_masks,
+    prepare_snippet,
     probe_artifacts,
 )
 
 FS = 2500.0
+
+
+def runs_s(mask: np.ndarray) -> list[list[float]]:
+    """[start_s, stop_s] of each run of True samples."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return [[a / FS, b / FS] for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)]
 
 
 def lfp(seconds: float, nc: int, rms: float = 50e-6, seed: int = 0) -> np.ndarray:
@@ -101,9 +106,9 @@ def test_probe_burst_is_one_common_mode_window_and_all_channels_together():
     assert out["cm_burst_pct"] == pytest.approx(100 / 20)
     assert out["coburst_fraction"] == pytest.approx(1.0)
     assert out["saturation_pct"] == 0
-    intervals = artifact_intervals(x, FS)
-    expected = [[7.0, 8.0, "cm_burst"], [7.0, 8.0, "coburst"]]
-    assert intervals[["start_s", "stop_s", "kind"]].values.tolist() == expected
+    snip = prepare_snippet(x, FS)
+    # the burst (7.25-7.75 s) lies in the 1-s window 7: the only window whose common mode stands out
+    assert np.argmax(snip.cm_rms) == 7 and np.sort(snip.cm_rms)[-2] < snip.cm_rms[7] / 5
 
 
 def test_coburst_fraction_is_the_fraction_of_channels_bursting():
@@ -118,24 +123,36 @@ def test_good_mask_limits_the_vote_to_good_channels():
     assert not discontinuity_masks(x, FS, good)["flat"].any()
 
 
-def test_intervals_of_planted_discontinuities():
+def test_runs_of_planted_discontinuities():
     x = art.plant_saturation(lfp(10, 16), FS, 2.0, 0.2)
     x = art.plant_dropout(x, FS, 5.0, 0.1)
-    df = artifact_intervals(x, FS)
-    assert list(df.columns) == ["start_s", "stop_s", "kind"]
-    by_kind = {k: g[["start_s", "stop_s"]].values.tolist() for k, g in df.groupby("kind")}
-    assert by_kind["saturation"] == [[2.0, 2.2]]
-    assert by_kind["flat"] == [[5.0, 5.1]]
+    masks = discontinuity_masks(x, FS)
+    assert runs_s(masks["saturation"]) == [[2.0, 2.2]]
+    assert runs_s(masks["flat"]) == [[5.0, 5.1]]
     # the 2.4-mV step back from the rail is a one-sample jump right after the stretch; the step back from
-    # a 0-V dropout is the signal itself (rms 5x that of dx here), under the 10-MAD jump threshold
-    np.testing.assert_allclose(by_kind["jump"], [[2.2, 2.2 + 1 / FS]])
-    assert df["start_s"].is_monotonic_increasing
+    # a 0-V dropout is the signal itself (rms 5x that of dx here), under the 10-MAD jump threshold;
+    # sample times are k / 2500 s, exact to 1e-12 s whatever the float rounding
+    np.testing.assert_allclose(runs_s(masks["jump"]), [[2.2, 2.2 + 1 / FS]], rtol=0, atol=1e-12)
 
 
-def test_clean_signal_has_no_intervals():
-    df = artifact_intervals(lfp(10, 16), FS)
-    assert df.empty and list(df.columns) == ["start_s", "stop_s", "kind"]
-    assert pd.api.types.is_float_dtype(df["start_s"])
+def test_clean_signal_has_no_discontinuity():
+    masks = discontinuity_masks(lfp(10, 16), FS)
+    assert not any(m.any() for m in masks.values())
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_caller_array_is_never_written(order):
+    """A spikeglx slice is float32 and column-ordered: lfp_metrics then probe_artifacts on it must agree."""
+    from ibl_ephys_data.qc.metrics import lfp_metrics
+
+    x = np.array(art.plant_saturation(lfp(4, 32), FS, 1.0, 0.2), dtype=np.float32, order=order)
+    before = x.copy()
+    first = probe_artifacts(x, FS)
+    lfp_metrics(x, FS)
+    prepare_snippet(x, FS)
+    np.testing.assert_array_equal(x, before)  # bit-equal: nothing may write into the caller's array
+    assert probe_artifacts(x, FS) == first
+    assert first["saturation_pct"] == pytest.approx(100 * 0.2 / 4)
 
 
 def test_default_range_is_np1_lf_full_scale():

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from verdict_files import read_verdicts
 
 from ibl_ephys_data.qc.reviews import add_review, apply_reviews, read_reviews
-from ibl_ephys_data.qc.verdicts import compute_verdicts, read_verdicts, update_verdicts
+from ibl_ephys_data.qc.verdicts import compute_verdicts, update_verdicts
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
 PIDS = ["11111111-0000-0000-0000-000000000001", "22222222-0000-0000-0000-000000000002",

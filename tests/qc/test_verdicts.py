@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from verdict_files import read_verdicts
 
 from ibl_ephys_data.qc.rules import parse_rules
 from ibl_ephys_data.qc.verdicts import (
@@ -15,7 +16,6 @@ from ibl_ephys_data.qc.verdicts import (
     channel_counts,
     channel_usable,
     compute_verdicts,
-    read_verdicts,
     update_verdicts,
     write_verdicts,
 )
@@ -64,8 +64,12 @@ def test_fail_beats_warning_and_reasons_carry_values():
         "line_fail (FAIL): line_noise_pct = 7.25, rule line_noise_pct > 5",
         "drift_warn (WARNING): drift_rms_um = 31, rule drift_rms_um > 20",
     ]
+    # severities and metrics of the fired rules are data, element by element with fired_rules
+    assert v.loc["p_fail", "fired_severities"] == ["WARNING", "FAIL", "WARNING"]
+    assert v.loc["p_fail", "fired_metrics"] == ["line_noise_pct", "line_noise_pct", "drift_rms_um"]
     assert v.loc["p_crit", "fired_rules"] == ["critical"]
     assert v.loc["p_pass", "fired_rules"] == [] and v.loc["p_pass", "reasons"] == []
+    assert v.loc["p_pass", "fired_severities"] == [] and v.loc["p_pass", "fired_metrics"] == []
     assert v.loc["p_pass", "skipped_rules"] == ["prescreen_line"]  # optional input absent: reported, no block
     assert set(v["rules_version"]) == {"t1"} and set(v["rules_sha256"]) == {RULES.sha256}
     assert list(v.index) == sorted(v.index)
@@ -196,7 +200,7 @@ def test_channel_counts_and_usable_flags():
     reasons = u["unusable_reason"].tolist()
     assert reasons[0] == "outside the brain (atlas void)"
     assert reasons[1] == "dead channel (label 1)" and reasons[2] == "noisy channel (label 2)"
-    assert reasons[3] == "outside the brain (label 3)" and reasons[4] == ""
+    assert reasons[3] == "outside brain channel (label 3)" and reasons[4] == ""
     assert reasons[5] == "insertion verdict FAIL"  # the human's final verdict counts
     assert reasons[7] == "no insertion verdict"
     assert reasons[8] == "no bad-channel label (run the lfp stage); no insertion verdict"

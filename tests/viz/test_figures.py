@@ -16,7 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ibl_ephys_data.atlas import BREGMA_CCF_UM
 from ibl_ephys_data.viz import figures as F
+from ibl_ephys_data.workspace.schema import MISSING_COLOR, VERDICT_COLORS
 
 REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 REPRO_CHANNELS = REFERENCE / "repro_ephys_channels.csv"
@@ -85,7 +87,7 @@ def test_projection_orientation_on_the_pixels():
         else:
             assert ly.min() > ry.max(), f"{view}: dorsal must be up"
         if view != "sagittal":
-            midline_x[view] = _to_display(fig, F.MIDLINE_ML_UM, 0)[0]
+            midline_x[view] = _to_display(fig, BREGMA_CCF_UM["ml"], 0)[0]
             assert lx.max() < midline_x[view] < rx.min()
     coords = F.projection_coordinates(channels, "top")
     np.testing.assert_array_equal(coords["h"], channels["ccf_ml_um"])
@@ -112,7 +114,7 @@ def test_projection_colours_and_legends():
     fig = F.projection_figure(channels, "top", "verdict", verdicts=verdicts)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["FAIL (200)", "bregma"]
     np.testing.assert_allclose(fig.axes[0].collections[0].get_facecolors()[0][:3],
-                               mcolors.to_rgb(F.VERDICT_COLORS["FAIL"]))
+                               mcolors.to_rgb(VERDICT_COLORS["FAIL"]))
 
 
 def test_projection_bad_input_is_a_clear_error():
@@ -191,9 +193,9 @@ def test_channel_psd_and_heatmap_by_depth():
 def test_qc_panel_matches_the_example_and_colours_blamed_metrics():
     verdict = {"verdict": "WARNING", "final_verdict": "FAIL",
                "fired_rules": np.array(["line_noise_fail", "slope_steep", "prescreen_snr_fail"]),
-               "reasons": ["line_noise_fail (FAIL): line_noise_pct = 0.09, rule line_noise_pct > 0.05",
-                           "slope_steep (WARNING): spectral_slope = -2.64, rule spectral_slope < -2.5",
-                           "prescreen_snr_fail (FAIL): prescreen_snr_db = 1, rule prescreen_snr_db < 3"]}
+               "fired_severities": np.array(["FAIL", "WARNING", "FAIL"]),
+               "fired_metrics": np.array(["line_noise_pct", "spectral_slope", "prescreen_snr_db"]),
+               "reasons": ["prose the panel never parses"]}
     lines = {column: (text, colour) for column, text, colour in F.qc_panel_lines(QC_EXAMPLE, verdict)}
     assert [text for text, _ in lines.values()] == [
         "qc: PASS", "drift_rms_um: 0.43", "alignment_qc: 1.0", "experimenter_raw_destripe: pass",
@@ -201,20 +203,32 @@ def test_qc_panel_matches_the_example_and_colours_blamed_metrics():
         "Spectral Slope: -2.64", "Discontinuity Percentage: 0.00%",
         "verdict: FAIL (rules: line_noise_fail, slope_steep, prescreen_snr_fail)",
     ]
-    assert lines["line_noise_pct"][1] == F.VERDICT_COLORS["FAIL"]
-    assert lines["spectral_slope"][1] == F.VERDICT_COLORS["WARNING"]
-    assert lines["snr_db"][1] == F.VERDICT_COLORS["PASS"]  # the prescreen's SNR is another metric
-    only_ids = {column: colour for column, _, colour in F.qc_panel_lines(
+    assert lines["line_noise_pct"][1] == VERDICT_COLORS["FAIL"]
+    assert lines["spectral_slope"][1] == VERDICT_COLORS["WARNING"]
+    assert lines["snr_db"][1] == VERDICT_COLORS["PASS"]  # the prescreen's SNR is another metric
+    two = dict(verdict, fired_severities=["WARNING", "FAIL"], fired_metrics=["power_cv", "power_cv"],
+               fired_rules=["power_cv_warn", "power_cv_fail"])
+    worst = {column: colour for column, _, colour in F.qc_panel_lines(QC_EXAMPLE, two)}
+    assert worst["power_cv"] == VERDICT_COLORS["FAIL"]  # the worst of the rules fired on it
+    old_file = {column: colour for column, _, colour in F.qc_panel_lines(
         QC_EXAMPLE, {"verdict": "WARNING", "fired_rules": ["power_cv_high"], "reasons": []})}
-    assert only_ids["power_cv"] == F.VERDICT_COLORS["WARNING"]
-    assert only_ids["snr_db"] == F.VERDICT_COLORS["PASS"]
-    assert lines["qc"][1] == F.VERDICT_COLORS["PASS"]
+    assert old_file["power_cv"] == "black"  # verdicts written before the severity columns: not coloured
+    assert lines["qc"][1] == VERDICT_COLORS["PASS"]
     missing = dict(QC_EXAMPLE, snr_db=np.nan, qc=None)
     lines = {column: (text, colour) for column, text, colour in F.qc_panel_lines(missing)}
-    assert lines["snr_db"] == ("Mean SNR: not computed", F.MISSING_COLOR)
+    assert lines["snr_db"] == ("Mean SNR: not computed", MISSING_COLOR)
     assert lines["qc"][0] == "qc: NOT_SET" and lines["verdict"][0] == "verdict: NOT_SET"
     fig = F.qc_panel_figure(QC_EXAMPLE, verdict)
     assert "Mean SNR: 10.23 dB" in [t.get_text() for t in fig.texts]
+
+
+def test_qc_panel_shows_the_catalogs_alyx_fields():
+    """The qc stage's metrics hold Alyx fields as numbers for the rules: the panel shows the catalog's own."""
+    metrics = {"alyx_qc_level": 10.0, "alignment_qc": np.nan, "snr_db": 10.23}
+    catalog = {"qc": "PASS", "alignment_qc": "high", "drift_rms_um": 0.43, "experimenter_raw_destripe": None}
+    text = [t for _, t, _ in F.qc_panel_lines(metrics, None, alyx=catalog)]
+    assert text[:4] == ["qc: PASS", "drift_rms_um: 0.43", "alignment_qc: high", "experimenter_raw_destripe: null"]
+    assert text[4] == "Mean SNR: 10.23 dB"
 
 
 def test_common_mode_bursts_finds_the_injected_burst():
@@ -281,8 +295,8 @@ def test_workspace_wrappers_degrade_on_an_empty_workspace(tmp_path):
     assert result.paths == {}
     assert result.missing == {
         "region_strip": "channels.parquet is missing",
-        "lfp_snapshot": "lfp.zarr is missing: run the lfp stage",
-        "psd_heatmap": "lfp.zarr is missing: run the lfp stage",
+        "lfp_snapshot": "lfp.zarr is missing: run `ibl-ephys-data lfp`",
+        "psd_heatmap": "lfp.zarr is missing: run `ibl-ephys-data lfp`",
         "qc_panel": "neither qc/metrics.parquet nor catalog.parquet has this insertion",
     }
     overview = F.write_overview_figures(tmp_path, tmp_path / "out")
@@ -325,7 +339,7 @@ def test_top_view_of_the_repeated_site(repro_channels):
     assert mean_ap.between(6900, 8600).all() and len(mean_ap) == 64
 
     x, y = _colour_pixels(fig, TAB_BLUE)
-    midline = _to_display(fig, F.MIDLINE_ML_UM, 0)[0]
+    midline = _to_display(fig, BREGMA_CCF_UM["ml"], 0)[0]
     left_edge = ax.get_window_extent().x0
     assert x.size > 500 and (x < midline).all() and (x > left_edge).all()
     top_ap, bottom_ap = _to_display(fig, 0, 6000)[1], _to_display(fig, 0, 9500)[1]

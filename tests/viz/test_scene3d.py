@@ -1,10 +1,10 @@
 """3D scene: headless renders against the synthetic atlas, handedness at pixel level, HTML export, errors."""
 
 import base64
-import json
 import logging
 import re
 import shutil
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,10 +12,12 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pytest
+from brainglobe_server import AtlasServer, atlas_archive
 from matplotlib.image import imread
 
-from ibl_ephys_data.viz import scene3d
-from ibl_ephys_data.viz import synthetic_atlas as sa
+from ibl_ephys_data.demo import synthetic_atlas as sa
+from ibl_ephys_data.errors import AtlasUnavailable, MissingStageError
+from ibl_ephys_data.viz import atlas3d
 from ibl_ephys_data.viz.scene3d import channels_for_scene, render_scene
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
@@ -171,59 +173,74 @@ def test_html_is_self_contained_subsampled_and_left_is_left(home, tmp_path):
 def test_no_display_and_no_output_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setattr(scene3d.sys, "platform", "linux")
+    monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(ValueError, match=r"no display .* pass --screenshot out\.png or --html out\.html"):
         render_scene(probe("p1", -2000.0))
     with pytest.raises(ValueError, match=r"interactive=True needs a display.*--screenshot"):
         render_scene(probe("p1", -2000.0), interactive=True)
 
 
+def _network(monkeypatch, proxy: str, ca: Path | None = None) -> None:
+    """Send every HTTP(S) request of this test through ``proxy`` (requests honours these variables)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if ca is not None:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+
+
+def test_first_use_downloads_the_atlas_through_brainglobe(monkeypatch, home, tmp_path, caplog):
+    """A first-time user: the atlas is not on disk, brainglobe downloads it (from a loopback stand-in)."""
+    archive = atlas_archive(next(home.glob(f"{sa.SYNTHETIC_ATLAS_NAME}_v*")), tmp_path / "atlas.tar.gz")
+    files = {"last_versions.conf": f"[atlases]\n{sa.SYNTHETIC_ATLAS_NAME} = {sa.VERSION}\n".encode(),
+             f"{sa.SYNTHETIC_ATLAS_NAME}_v{sa.VERSION}.tar.gz": archive.read_bytes()}
+    fresh = tmp_path / "new_user"
+    with AtlasServer(tmp_path, files) as server:
+        _network(monkeypatch, server.url, server.ca)
+        with caplog.at_level(logging.WARNING, logger="ibl_ephys_data.viz.atlas3d"):
+            written = render_scene(probe("p1", -2000.0), regions=["CA1"], atlas_name=sa.SYNTHETIC_ATLAS_NAME,
+                                   brainglobe_dir=fresh, html=tmp_path / "scene.html")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"brainglobe atlas {sa.SYNTHETIC_ATLAS_NAME} is not in {fresh}: downloading it now from brainglobe's "
+        "server, once"]
+    archive_path = f"/brainglobe/atlases/raw/master/{sa.SYNTHETIC_ATLAS_NAME}_v{sa.VERSION}.tar.gz"
+    assert ("gin.g-node.org", archive_path) in server.requests  # brainglobe's own download ran
+    assert atlas3d.atlas_available_locally(sa.SYNTHETIC_ATLAS_NAME, fresh)
+    assert written["html"].stat().st_size > 10_000 and "CA1 mesh" in snapshot(written["html"])["objects"]
+
+
 def test_offline_without_the_atlas_announces_the_download_then_fails_in_one_line(monkeypatch, tmp_path,
                                                                                    caplog):
-    monkeypatch.setattr(scene3d, "_atlas_server_reachable", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="ibl_ephys_data.viz.scene3d"):
-        with pytest.raises(RuntimeError) as err:
+    _network(monkeypatch, "http://127.0.0.1:9")  # the discard port: nothing listens, every request fails
+    with caplog.at_level(logging.WARNING, logger="ibl_ephys_data.viz.atlas3d"):
+        with pytest.raises(AtlasUnavailable) as err:
             render_scene(probe("p1", -2000.0), atlas_name="allen_mouse_25um", brainglobe_dir=tmp_path,
                          screenshot=tmp_path / "x.png")
     message = str(err.value)
-    assert "\n" not in message and "allen_mouse_25um" in message and "cannot be reached" in message
+    assert "\n" not in message and "allen_mouse_25um" in message and "could not be downloaded" in message
     assert "brainglobe_dir=" in message
     assert [r.getMessage() for r in caplog.records] == [
-        f"brainglobe atlas allen_mouse_25um (the atlas) is not in {tmp_path}: downloading it now from "
-        "brainglobe's server, once"]
+        f"brainglobe atlas allen_mouse_25um is not in {tmp_path}: downloading it now from brainglobe's server, once"]
     assert not (tmp_path / "x.png").exists()
-    assert not scene3d.atlas_available_locally("allen_mouse_25um", tmp_path)
+    assert not atlas3d.atlas_available_locally("allen_mouse_25um", tmp_path)
 
 
-def test_offline_with_a_missing_mesh_fails_in_one_line(monkeypatch, home, tmp_path):
+def test_a_missing_mesh_fails_in_one_line(home, tmp_path):
     from brainglobe_atlasapi import BrainGlobeAtlas
 
     copy = shutil.copytree(home, tmp_path / "bg")
     atlas = BrainGlobeAtlas(sa.SYNTHETIC_ATLAS_NAME, brainglobe_dir=copy, check_latest=False)
     Path(atlas.meshfile_from_structure("CA1")).unlink()
-    monkeypatch.setattr(scene3d, "_atlas_server_reachable", lambda: False)
-    with pytest.raises(RuntimeError, match=r"meshes of CA1\).*cannot be reached"):
+    with pytest.raises(AtlasUnavailable, match=r"lacks the meshes of CA1: delete that folder"):
         render_scene(probe("p1", -2000.0), regions=["CA1"], atlas_name=sa.SYNTHETIC_ATLAS_NAME,
                      brainglobe_dir=copy, html=tmp_path / "x.html")
-
-
-@pytest.mark.skipif(not sa._brainglobe_v3(), reason="brainglobe-atlasapi 2 stores no zarr")
-def test_zarr_v3_atlas_under_zarr_2_is_explained(home, tmp_path):
-    """brainglobe-atlasapi 3 downloads zarr v3 stores; with this project's zarr<3 they cannot be opened."""
-    copy = shutil.copytree(home, tmp_path / "bg")
-    store = next(copy.rglob("template.ome.zarr"))
-    shutil.rmtree(store)
-    store.mkdir()
-    (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
-    with pytest.raises(RuntimeError, match=r"stored as zarr v3.*install zarr>=3"):
-        render_scene(probe("p1", -2000.0), atlas_name=sa.SYNTHETIC_ATLAS_NAME, brainglobe_dir=copy,
-                     html=tmp_path / "x.html")
 
 
 def test_bad_inputs_name_the_input_and_the_fix(home, tmp_path):
     ch = probe("p1", -2000.0)
     kwargs = {"atlas_name": sa.SYNTHETIC_ATLAS_NAME, "brainglobe_dir": home, "html": tmp_path / "x.html"}
-    with pytest.raises(ValueError, match=r"pids not in the channels table: nope .*--pids"):
+    with pytest.raises(MissingStageError, match=r"pids not in the channels table: nope .*channels --pids nope"):
         render_scene(ch, pids=["p1", "nope"], **kwargs)
     with pytest.raises(ValueError, match=r"regions \['XYZ'\] are not in atlas"):
         render_scene(ch, regions=["XYZ"], **kwargs)

@@ -36,12 +36,12 @@ from ibl_ephys_data.dataset.labels import (
 from ibl_ephys_data.dataset.splits import (
     EXCLUDED,
     MODES,
-    LeakageError,
     make_split,
     plan_zero_shot,
     release_sets,
     split_parameters,
     verify,
+    verify_or_raise,
 )
 from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
 from ibl_ephys_data.errors import EmptyResultError
@@ -283,9 +283,7 @@ def export_dataset(
                                    f"{window_seconds}); the existing dataset was kept (pass --force to replace it)")
         write_json(splits_json, tmp / "splits.json")
         write_text(render_card(summary), tmp / "DATA_CARD.md")
-        problems = verify(tmp, catalog=ws.catalog)
-        if problems:
-            raise LeakageError(f"the exported split leaks, nothing written: {' | '.join(problems)}")
+        verify_or_raise(tmp, catalog=ws.catalog)  # raising here leaves nothing written
     for pid, why in missing.items():
         statuses[pid] = {"status": "skipped", "reason": why}
     for pid in empty:

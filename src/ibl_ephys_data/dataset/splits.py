@@ -358,7 +358,7 @@ def verify(
 
 
 def verify_or_raise(workspace: Workspace | str | Path, **paths: Path | None) -> None:
-    """`verify`, raising `LeakageError` with every problem (what the CLI and `export_dataset` call)."""
+    """`verify`, raising `LeakageError` with every problem (``export_dataset`` calls it before writing)."""
     problems = verify(workspace, **paths)
     if problems:
         raise LeakageError(f"dataset split verification failed: {' | '.join(problems)}")

@@ -18,11 +18,11 @@ import scipy.stats
 from ibldsp.voltage import detect_bad_channels
 
 from ibl_ephys_data.lfp.destripe import n_data_channels, raw_channel_indices, read_volts
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_LABELS
 
 _logger = logging.getLogger(__name__)
 
 LF_PSD_HF_THRESHOLD = 1.4  # µV²/Hz, IBL's threshold for the LF band
-LABEL_NAMES = {0: "good", 1: "dead", 2: "noisy", 3: "outside"}
 COLUMNS = ["raw_ind", "bad_channel_label", "bad_channel_xcor_hf", "bad_channel_xcor_lf", "bad_channel_psd_hf"]
 
 
@@ -77,7 +77,7 @@ def detect_channel_labels(
     })
     counts = df["bad_channel_label"].value_counts()
     _logger.info("bad channels over %d batches of %g s: %s", len(starts), batch_seconds,
-                 ", ".join(f"{counts.get(k, 0)} {v}" for k, v in LABEL_NAMES.items()))
+                 ", ".join(f"{counts.get(k, 0)} {v}" for k, v in BAD_CHANNEL_LABELS.items()))
     if len(df) != n_data_channels(reader):
         raise ValueError(f"detector returned {len(df)} labels for {n_data_channels(reader)} channels")
     return df

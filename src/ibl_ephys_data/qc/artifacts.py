@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import scipy.fft
 
 #: NP1 LF full scale in volts: imAiRangeMax 0.6 V over LF gain 250 (spikeglx ``Reader.range_volts``).
@@ -26,6 +25,7 @@ JUMP_MADS = 10.0  # |dx| > JUMP_MADS * 1.4826 * MAD(dx)
 MAD_STRIDE = 5
 FLAT_SECONDS = 0.010
 BAND_HZ = (1.0, 100.0)
+#: the two mains families (Hz): every QC spectrum treats harmonics of both, whichever the lab has
 LINE_FAMILIES_HZ = (50.0, 60.0)
 LINE_EXCLUSION_HZ = 2.0
 WINDOW_SECONDS = 1.0
@@ -33,8 +33,6 @@ BURST_MADS = 5.0  # common-mode window rms > median + BURST_MADS * MAD
 COBURST_FACTOR = 5.0  # channel window power > COBURST_FACTOR * its own median
 BAND_FS_HZ = 250.0  # the band signal is resampled to about this rate: it holds nothing above 100 Hz
 
-#: the keys of ``pool_artifacts`` / ``probe_artifacts``
-ARTIFACT_KEYS = ("cm_burst_pct", "striping_ratio", "coburst_fraction", "saturation_pct")
 
 
 @dataclass
@@ -163,9 +161,13 @@ def prepare_snippet(
     volts: np.ndarray, fs: float, good: np.ndarray | None = None,
     range_volts: float | np.ndarray = NP1_LF_RANGE_VOLTS,
 ) -> PreparedSnippet:
-    """Flag discontinuities, zero them, and compute the 1-s band powers and common mode of one snippet."""
+    """Flag discontinuities, zero them, and compute the 1-s band powers and common mode of one snippet.
+
+    ``volts`` is never written to: ``clean`` is always a new array (a spikeglx slice is float32 and
+    column-ordered, so a transposed view would otherwise alias it and zero the caller's saturated samples).
+    """
     volts, good = check_volts(volts, fs, good)
-    x = np.ascontiguousarray(volts.T, dtype=np.float32)
+    x = np.array(volts.T, dtype=np.float32, order="C", copy=True)
     masks = _masks(x[good] if not good.all() else x, fs, _good_range(range_volts, good))
     disc = masks["saturation"] | masks["jump"] | masks["flat"]
     # DC offset from the unflagged samples only, so a saturated stretch does not shift it
@@ -243,34 +245,3 @@ def probe_artifacts(
 ) -> dict[str, float]:
     """cm_burst_pct, striping_ratio, coburst_fraction, saturation_pct of one (n_samples, n_channels) array."""
     return pool_artifacts([prepare_snippet(volts, fs, good, range_volts)])
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-
-
-def artifact_intervals(
-    volts: np.ndarray, fs: float, good: np.ndarray | None = None,
-    range_volts: float | np.ndarray = NP1_LF_RANGE_VOLTS,
-) -> pd.DataFrame:
-    """Intervals (start_s, stop_s, kind) to shade on figures, seconds from the first sample of ``volts``.
-
-    kinds: saturation, jump, flat (sample runs) and cm_burst, coburst (1-s windows); sorted by start.
-    """
-    snip = prepare_snippet(volts, fs, good, range_volts)
-    good = snip.good
-    rows = []
-    for kind, mask in snip.masks.items():
-        starts, stops = _runs(mask)
-        rows += [(a / fs, b / fs, kind) for a, b in zip(starts, stops, strict=True)]
-    window_masks = {"cm_burst": _cm_burst_windows(snip.cm_rms) if snip.cm_rms.size >= 3 else None,
-                    "coburst": _coburst(snip.power[good]) > CHANNEL_PROPORTION if snip.power.shape[1] >= 3
-                    else None}
-    for kind, mask in window_masks.items():
-        if mask is None:
-            continue
-        starts, stops = _runs(mask)
-        rows += [(a * WINDOW_SECONDS, b * WINDOW_SECONDS, kind) for a, b in zip(starts, stops, strict=True)]
-    df = pd.DataFrame(rows, columns=["start_s", "stop_s", "kind"]).astype({"start_s": float, "stop_s": float})
-    return df.sort_values(["start_s", "kind"], ignore_index=True)

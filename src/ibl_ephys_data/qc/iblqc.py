@@ -18,14 +18,12 @@ from pathlib import Path
 import spikeglx
 from ibllib.ephys.ephysqc import extract_rmsmap
 
+from ibl_ephys_data.qc.prescreen import FILES as PRESCREEN_FILES
+
 logger = logging.getLogger(__name__)
 
-IBLQC_LF_FILES = (
-    "_iblqc_ephysSpectralDensityLF.power.npy",
-    "_iblqc_ephysSpectralDensityLF.freqs.npy",
-    "_iblqc_ephysTimeRmsLF.rms.npy",
-    "_iblqc_ephysTimeRmsLF.timestamps.npy",
-)
+#: the four files the pre-screen reads, in its order (power, freqs, rms, timestamps)
+IBLQC_LF_FILES = tuple(PRESCREEN_FILES.values())
 
 
 def write_iblqc_lf(cbin_path: str | os.PathLike, out_folder: str | os.PathLike) -> list[Path]:

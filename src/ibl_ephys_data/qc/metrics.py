@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.fft
 
 from ibl_ephys_data.qc.artifacts import (
+    LINE_FAMILIES_HZ,
     NP1_LF_RANGE_VOLTS,
     PreparedSnippet,
     line_bins,
@@ -41,7 +42,6 @@ FLANK_BLOCK_HZ = 1.0
 LINE_MAX_HZ = 300.0
 LINE_HALF_WIDTH_HZ = 1.0
 LINE_FLANK_HZ = (2.0, 5.0)
-LINE_CANDIDATES_HZ = (50.0, 60.0)
 SLOPE_BAND_HZ = (2.0, 100.0)
 SNR_FLOOR_DB = -20.0  # a channel with nothing above its noise floor counts as this, not as a missing value
 
@@ -168,7 +168,7 @@ def _channel_measures(snip: PreparedSnippet) -> dict[str, np.ndarray]:
         "power_cv": power_cv(snip.power),
         "spectral_slope": spectral_slope(freqs, psd),
     }
-    for f0 in LINE_CANDIDATES_HZ:
+    for f0 in LINE_FAMILIES_HZ:
         out[f"line_{int(f0)}"] = line_noise_pct(freqs, psd, f0)
     return out
 
@@ -243,7 +243,8 @@ def snippet_windows(
 
     Snippets are centred in equal parts of the recording; when the recording is too short for
     ``n_snippets`` of them, fewer are used (never overlapping ones, which would count an event twice).
-    Public so that demo data can plant artifacts where QC will look.
+    Used by :func:`snippet_qc`; its placement is the QC's, so anything that must land where QC looks
+    (e.g. planted demo artifacts) asks this function rather than repeating the rule.
     """
     if n_snippets < 1 or not snippet_seconds > 0:
         raise ValueError(f"n_snippets={n_snippets}, snippet_seconds={snippet_seconds}: both must be positive")

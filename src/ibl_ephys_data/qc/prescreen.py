@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 from ibldsp import fourier
 
+from ibl_ephys_data.qc.artifacts import LINE_FAMILIES_HZ
+
 logger = logging.getLogger(__name__)
 
 RMS_WIN_LENGTH_SECS = 3  # ibllib.ephys.ephysqc.RMS_WIN_LENGTH_SECS
 WELCH_WIN_LENGTH_SAMPLES = 1024  # ibllib.ephys.ephysqc.WELCH_WIN_LENGTH_SAMPLES
 HIGHPASS_HZ = (0.0, 1.0)  # ibllib.ephys.ephysqc.rmsmap: fourier.hp(D, 1 / fs, [0, 1])
-LINE_F0S = (50.0, 60.0)
 LINE_MAX_HZ = 300.0
 LINE_HALF_BINS = 2  # Hann main lobe half-width, in bins
 FLANK_BINS = 5  # baseline from the bins LINE_HALF_BINS < |f - h f0| <= FLANK_BINS bins away
@@ -196,7 +197,7 @@ def _harmonics(f0: float, fmax: float) -> np.ndarray:
 
 def _all_harmonics(fmax: float) -> np.ndarray:
     """Harmonics of both mains families: the raw metrics exclude both whatever f0 is detected."""
-    return np.unique(np.concatenate([_harmonics(f0, fmax) for f0 in LINE_F0S]))
+    return np.unique(np.concatenate([_harmonics(f0, fmax) for f0 in LINE_FAMILIES_HZ]))
 
 
 def _near_lines(f: np.ndarray, fmax: float, half_width: float) -> np.ndarray:
@@ -224,8 +225,8 @@ def _line_excess(psd: np.ndarray, freqs: np.ndarray, df: float, f0: float) -> np
 
 
 def _detect_f0(psd: np.ndarray, freqs: np.ndarray, df: float) -> float:
-    excess = [float(_line_excess(psd[:, None], freqs, df, f0)[0]) for f0 in LINE_F0S]
-    return LINE_F0S[int(np.argmax(excess))]
+    excess = [float(_line_excess(psd[:, None], freqs, df, f0)[0]) for f0 in LINE_FAMILIES_HZ]
+    return LINE_FAMILIES_HZ[int(np.argmax(excess))]
 
 
 def _replace_lines(psd: np.ndarray, freqs: np.ndarray, df: float) -> np.ndarray:

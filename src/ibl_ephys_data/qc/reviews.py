@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.schema import REVIEW_VERDICTS
 
 logger = logging.getLogger(__name__)
 
-REVIEW_VERDICTS = ("PASS", "WARNING", "FAIL")
 REVIEW_COLUMNS = ["time", "reviewer", "verdict", "reason", "pid"]
 
 

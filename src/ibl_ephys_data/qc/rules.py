@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ibl_ephys_data.workspace.schema import SEVERITIES
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULES_NAME = "qc_rules.yaml"
-SEVERITIES = ("FAIL", "WARNING")
 ON_MISSING = ("NOT_SET", "SKIP")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=", "in", "not in")
 REQUIRED_KEYS = ("id", "metric", "comparison", "threshold", "severity", "rationale", "source")

@@ -18,22 +18,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from one.alf.spec import QC
 
+from ibl_ephys_data.errors import MissingStageError
 from ibl_ephys_data.qc.reviews import apply_reviews, read_reviews
 from ibl_ephys_data.qc.rules import Rule, RuleSet, resolve_rules
 from ibl_ephys_data.workspace import Workspace, atomic_path
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_LABELS, SEVERITIES
 
 logger = logging.getLogger(__name__)
 
-VERDICTS = ("PASS", "WARNING", "FAIL", "NOT_SET")
 #: metrics computed from others when the table lacks them (sum of the listed columns; NaN if any is NaN)
 DERIVED_METRICS = {"n_bad": ("n_dead", "n_noisy")}
-_RANK = {"WARNING": 1, "FAIL": 2}
-_LABEL_NAMES = {1: "dead channel (label 1)", 2: "noisy channel (label 2)", 3: "outside the brain (label 3)"}
+_RANK = {severity: k + 1 for k, severity in enumerate(SEVERITIES)}
 
 VERDICT_SCHEMA = pa.schema([
     ("pid", pa.string()),
     ("verdict", pa.string()),
     ("fired_rules", pa.list_(pa.string())),
+    ("fired_severities", pa.list_(pa.string())),
+    ("fired_metrics", pa.list_(pa.string())),
     ("missing_rules", pa.list_(pa.string())),
     ("skipped_rules", pa.list_(pa.string())),
     ("reasons", pa.list_(pa.string())),
@@ -53,9 +55,11 @@ def compute_verdicts(metrics: pd.DataFrame, rules: RuleSet | str | os.PathLike |
     """Apply the rules to a per-insertion metrics table (one row per pid, one column per metric).
 
     Returns one row per pid, sorted by pid: ``verdict`` (PASS / WARNING / FAIL / NOT_SET),
-    ``fired_rules``, ``missing_rules`` (NOT_SET rules whose metric is missing), ``skipped_rules``
-    (optional rules whose metric is missing), ``reasons`` (one line per fired or missing rule, with the
-    value), ``rules_version`` and ``rules_sha256``. A metric column absent from the table counts as
+    ``fired_rules`` with, element by element, their ``fired_severities`` and ``fired_metrics`` (as data,
+    so a view colours a metric by the rules that fired on it without parsing prose), ``missing_rules``
+    (NOT_SET rules whose metric is missing), ``skipped_rules`` (optional rules whose metric is missing),
+    ``reasons`` (one line per fired or missing rule, with the value), ``rules_version`` and
+    ``rules_sha256``. A metric column absent from the table counts as
     missing for every insertion, except DERIVED_METRICS (``n_bad`` = ``n_dead`` + ``n_noisy``).
 
     Combination: FAIL if any FAIL rule fired; otherwise NOT_SET if a missing metric belongs to a rule
@@ -66,6 +70,8 @@ def compute_verdicts(metrics: pd.DataFrame, rules: RuleSet | str | os.PathLike |
     table = _validated_metrics(metrics)
     n = len(table)
     fired = [[] for _ in range(n)]
+    fired_severities = [[] for _ in range(n)]
+    fired_metrics = [[] for _ in range(n)]
     missing = [[] for _ in range(n)]
     skipped = [[] for _ in range(n)]
     reasons = [[] for _ in range(n)]
@@ -76,6 +82,8 @@ def compute_verdicts(metrics: pd.DataFrame, rules: RuleSet | str | os.PathLike |
         is_missing = np.isnan(values)
         for i in np.flatnonzero(rule.fires(values)):
             fired[i].append(rule.id)
+            fired_severities[i].append(rule.severity)
+            fired_metrics[i].append(rule.metric)
             reasons[i].append(_fired_reason(rule, values[i]))
             worst_fired[i] = max(worst_fired[i], _RANK[rule.severity])
         for i in np.flatnonzero(is_missing):
@@ -87,13 +95,16 @@ def compute_verdicts(metrics: pd.DataFrame, rules: RuleSet | str | os.PathLike |
                               f"({rule.severity})")
             worst_missing[i] = max(worst_missing[i], _RANK[rule.severity])
     verdict = np.where(
-        worst_fired == 2, "FAIL",
-        np.where(worst_missing > worst_fired, "NOT_SET", np.where(worst_fired == 1, "WARNING", "PASS")),
+        worst_fired == _RANK["FAIL"], "FAIL",
+        np.where(worst_missing > worst_fired, "NOT_SET",
+                 np.where(worst_fired == _RANK["WARNING"], "WARNING", "PASS")),
     )
     out = pd.DataFrame({
         "pid": table["pid"].to_numpy(dtype=object),
         "verdict": verdict.astype(object),
         "fired_rules": fired,
+        "fired_severities": fired_severities,
+        "fired_metrics": fired_metrics,
         "missing_rules": missing,
         "skipped_rules": skipped,
         "reasons": reasons,
@@ -126,17 +137,6 @@ def write_verdicts(verdicts: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_verdicts(path: str | os.PathLike) -> pd.DataFrame:
-    """Read verdicts.parquet back, list columns as Python lists."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `ibl-ephys-data qc` first")
-    df = pq.read_table(path).to_pandas()
-    for col in ("fired_rules", "missing_rules", "skipped_rules", "reasons"):
-        df[col] = [list(v) for v in df[col]]
-    return df
-
-
 def update_verdicts(workspace: Workspace | str | os.PathLike,
                     rules: RuleSet | str | os.PathLike | None = None,
                     metrics: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -149,8 +149,7 @@ def update_verdicts(workspace: Workspace | str | os.PathLike,
     ruleset = resolve_rules(rules)
     if metrics is None:
         if not ws.qc_metrics.exists():
-            raise FileNotFoundError(f"{ws.qc_metrics} does not exist: compute QC metrics first "
-                                    f"(`ibl-ephys-data qc --workspace {ws.root}`)")
+            raise MissingStageError(f"{ws.qc_metrics} does not exist", "qc", ws)
         metrics = pd.read_parquet(ws.qc_metrics)
     verdicts = apply_reviews(compute_verdicts(metrics, ruleset), read_reviews(ws.qc_reviews))
     write_verdicts(verdicts, ws.qc_verdicts)
@@ -231,8 +230,9 @@ def channel_usable(channels: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFra
     insertion = np.array([verdict_of.get(p) for p in pid], dtype=object)
     label = pd.to_numeric(ch["bad_channel_label"], errors="coerce").to_numpy(dtype=float)
     causes: list[tuple[np.ndarray, str]] = [(np.isnan(label), "no bad-channel label (run the lfp stage)")]
-    causes += [(label == code, text) for code, text in _LABEL_NAMES.items()]
-    causes.append((~np.isnan(label) & ~np.isin(label, [0, 1, 2, 3]), "unknown bad-channel label"))
+    causes += [(label == code, f"{name} channel (label {code})") for code, name in BAD_CHANNEL_LABELS.items()
+               if code != 0]
+    causes.append((~np.isnan(label) & ~np.isin(label, list(BAD_CHANNEL_LABELS)), "unknown bad-channel label"))
     void = np.zeros(len(ch), dtype=bool)
     if "atlas_id" in ch.columns:
         void |= pd.to_numeric(ch["atlas_id"], errors="coerce").to_numpy(dtype=float) == 0

@@ -8,12 +8,8 @@ the repeated-site regions (VISa, CA1, DG, LP, PO) sit in the real CCF, with the 
 colours and hierarchy (from iblatlas), so real channel coordinates land inside the brain and mostly in
 the right regions.
 
-It is written in the on-disk layout of brainglobe-atlasapi 2 (``<name>_v1.0/`` with tiffs, json and .obj
-meshes) and, when version 3 is installed, in its layout too (manifest, terminology CSV, OME-Zarr template
-and annotation, Draco meshes), so it loads with either major version. The OME-Zarr stores are format 0.4
-(zarr 2) because this project pins ``zarr<3``; brainglobe 3 treats a pyramid level as local when its ``c/``
-chunk folder (the zarr 3 layout) exists, so an empty ``c/`` marks ours as local instead of triggering a
-download.
+It is written in the on-disk layout of brainglobe-atlasapi 2, the major version this project pins
+(``<name>_v1.0/`` with tiffs, json and .obj meshes): the layout brainglobe's own download archives unpack to.
 """
 
 from __future__ import annotations
@@ -22,22 +18,20 @@ import configparser
 import json
 import logging
 import shutil
-import warnings
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tifffile
 
-from ibl_ephys_data.atlas import brain_regions
+from ibl_ephys_data.atlas import CCF_EXTENT_UM, brain_regions
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_ATLAS_NAME = "ibl_synthetic_mouse_100um"
 RESOLUTION_UM = 100.0
-#: Voxels along (ap, dv, ml): 13200 x 8000 x 11400 µm, the extents of the Allen CCF volume.
-SHAPE = (132, 80, 114)
+#: Voxels along (ap, dv, ml): the extents of the Allen CCF volume.
+SHAPE = tuple(int(CCF_EXTENT_UM[axis] // RESOLUTION_UM) for axis in ("ap", "dv", "ml"))
 VERSION = "1.0"
 ROOT_ID = 997
 #: The brain: centre (ap, dv) µm and semi-axes (ap, dv, ml) µm; centred on the volume midline in ML.
@@ -52,8 +46,6 @@ LEAF_REGIONS = {
     "LP": ((7400.0, 2900.0, 1500.0), (500.0, 400.0, 500.0)),
     "PO": ((7200.0, 3600.0, 1300.0), (500.0, 400.0, 500.0)),
 }
-_COMPONENT_VERSION = VERSION.replace(".", "_")
-_MANIFEST = "manifest.json"
 
 
 def _midline_um() -> float:
@@ -133,55 +125,13 @@ def _volumes(structures: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return annotation, template
 
 
-def _write_ome_zarr(array: np.ndarray, path: Path, name: str) -> None:
-    import ngff_zarr as nz  # a dependency of brainglobe-atlasapi 3 only
-
-    scale = RESOLUTION_UM / 1000  # brainglobe OME-Zarr axes are in millimetres
-    image = nz.to_ngff_image(
-        array, dims=["z", "y", "x"], scale=dict.fromkeys("zyx", scale),
-        axes_units=dict.fromkeys("zyx", "millimeter"), name=name,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # zarr 2 ignores the zarr_format keyword it is passed
-        nz.to_ngff_zarr(str(path), nz.to_multiscales(image, scale_factors=[]), version="0.4")
-    (path / nz.from_ngff_zarr(str(path)).metadata.datasets[0].path / "c").mkdir()
-
-
-def _write_mesh(vertices_um: np.ndarray, faces: np.ndarray, path: Path) -> None:
-    """Draco file as brainglobe stores meshes: xyz (= asr reversed) in nm, faces reversed with the axes."""
-    import DracoPy  # a dependency of brainglobe-atlasapi 3 only
-
-    encoded = DracoPy.encode(
-        np.ascontiguousarray(vertices_um[:, ::-1] * 1000, dtype=np.float32),
-        np.ascontiguousarray(faces[:, ::-1], dtype=np.uint32),
-        quantization_bits=16,
-    )
-    path.write_bytes(encoded)
-
-
-def _component(root: str, name: str) -> dict[str, str]:
-    return {"name": name, "version": VERSION, "location": f"/{root}/{name}/{_COMPONENT_VERSION}"}
-
-
 def _v2_dir(brainglobe_dir: Path) -> Path:
     return brainglobe_dir / f"{SYNTHETIC_ATLAS_NAME}_v{VERSION}"
 
 
-def _v3_manifest(brainglobe_dir: Path) -> Path:
-    atlases = brainglobe_dir / "brainglobe-atlasapi" / "atlases"
-    return atlases / SYNTHETIC_ATLAS_NAME / _COMPONENT_VERSION / _MANIFEST
-
-
-def _brainglobe_v3() -> bool:
-    """Whether the installed brainglobe-atlasapi reads the version 3 layout."""
-    return int(metadata.version("brainglobe-atlasapi").split(".")[0]) >= 3
-
-
 def synthetic_atlas_exists(brainglobe_dir: str | Path) -> bool:
     """Whether :func:`build_synthetic_atlas` already wrote a loadable atlas into ``brainglobe_dir``."""
-    home = Path(brainglobe_dir)
-    v3 = _v3_manifest(home).is_file() or not _brainglobe_v3()
-    return v3 and (_v2_dir(home) / "metadata.json").is_file()
+    return (_v2_dir(Path(brainglobe_dir)) / "metadata.json").is_file()
 
 
 def _meshes(structures: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -203,7 +153,7 @@ def _meshes(structures: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]
 
 
 def _metadata(base: str) -> dict:
-    """The keys brainglobe's METADATA_TEMPLATE requires, in both layouts."""
+    """The keys brainglobe's METADATA_TEMPLATE requires."""
     return {
         "name": base, "citation": "unpublished", "atlas_link": "", "species": "Mus musculus",
         "symmetric": True, "resolution": [RESOLUTION_UM] * 3, "orientation": "asr", "shape": list(SHAPE),
@@ -212,52 +162,8 @@ def _metadata(base: str) -> dict:
     }
 
 
-def _write_v3(out: Path, base: str, structures: pd.DataFrame, meshes: dict, volumes: tuple) -> None:
-    """brainglobe-atlasapi 3: components under brainglobe-atlasapi/, the atlas manifest written last."""
-    home = out / "brainglobe-atlasapi"
-    template = _component("templates", f"{base}-template")
-    terminology = _component("terminologies", f"{base}-terminology")
-    annotation = {**_component("annotation-sets", f"{base}-annotation"), "template": template,
-                  "terminology": terminology}
-    space = {**_component("coordinate-spaces", f"{base}-space"), "template": template}
-    atlas_location = f"/atlases/{SYNTHETIC_ATLAS_NAME}/{_COMPONENT_VERSION}"
-    for component in (template, terminology, annotation, space, {"location": atlas_location}):
-        shutil.rmtree(home / component["location"].lstrip("/"), ignore_errors=True)
-
-    ann_dir = home / annotation["location"].lstrip("/")
-    ann_dir.mkdir(parents=True)
-    _write_ome_zarr(volumes[0], ann_dir / "annotations_compressed.ome.zarr", "annotation")
-    tpl_dir = home / template["location"].lstrip("/")
-    tpl_dir.mkdir(parents=True)
-    _write_ome_zarr(volumes[1], tpl_dir / "template.ome.zarr", "template")
-    mesh_dir = ann_dir / "annotations.precomputed" / "mesh"
-    mesh_dir.mkdir(parents=True)
-    for sid, (vertices, faces) in meshes.items():
-        _write_mesh(vertices, faces, mesh_dir / str(sid))
-
-    term_dir = home / terminology["location"].lstrip("/")
-    term_dir.mkdir(parents=True)
-    pd.DataFrame({
-        "identifier": structures["id"],
-        "parent_identifier": structures["parent"].astype("UInt32"),
-        "annotation_value": structures["id"],
-        "name": structures["name"],
-        "abbreviation": structures["acronym"],
-        "color_hex_triplet": ["#" + "".join(f"{c:02X}" for c in rgb) for rgb in structures["rgb"]],
-        "root_identifier_path": [str(p) for p in structures["path"]],
-    }).to_csv(term_dir / "terminology.csv", index=False)
-    space_dir = home / space["location"].lstrip("/")
-    space_dir.mkdir(parents=True)
-    (space_dir / _MANIFEST).write_text(json.dumps(space, indent=2))
-
-    manifest = {**_metadata(base), "location": atlas_location, "coordinate_space": space,
-                "terminology": terminology, "annotation_set": annotation, "template": template}
-    _v3_manifest(out).parent.mkdir(parents=True)
-    _v3_manifest(out).write_text(json.dumps(manifest, indent=2))
-
-
 def _write_v2(out: Path, base: str, structures: pd.DataFrame, meshes: dict, volumes: tuple) -> None:
-    """brainglobe-atlasapi 2: one ``<name>_v<version>`` folder of tiffs, json and .obj meshes."""
+    """One ``<name>_v<version>`` folder of tiffs, json and .obj meshes."""
     atlas_dir = _v2_dir(out)
     shutil.rmtree(atlas_dir, ignore_errors=True)
     (atlas_dir / "meshes").mkdir(parents=True)
@@ -278,9 +184,8 @@ def build_synthetic_atlas(brainglobe_dir: str | Path, overwrite: bool = False) -
 
     Use it as ``brainglobe_dir`` of :func:`ibl_ephys_data.viz.scene3d.render_scene` (``atlas_name=
     SYNTHETIC_ATLAS_NAME``) or of ``BrainGlobeAtlas``; a ``bg_config.conf`` pointing at it is written too,
-    so ``BRAINGLOBE_CONFIG_DIR=<brainglobe_dir>`` makes a fresh Python process find it. brainglobe-atlasapi
-    2's layout is always written, 3's when version 3 is installed. Takes ~2 s and ~5 MB. An existing atlas
-    is kept unless ``overwrite``.
+    so ``BRAINGLOBE_CONFIG_DIR=<brainglobe_dir>`` makes a fresh Python process find it. Takes ~2 s and
+    ~5 MB. An existing atlas is kept unless ``overwrite``.
     """
     out = Path(brainglobe_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
@@ -293,8 +198,6 @@ def build_synthetic_atlas(brainglobe_dir: str | Path, overwrite: bool = False) -
     meshes = _meshes(structures)
     volumes = _volumes(structures)
     _write_v2(out, base, structures, meshes, volumes)
-    if _brainglobe_v3():
-        _write_v3(out, base, structures, meshes, volumes)
     conf = configparser.ConfigParser()
     conf["default_dirs"] = {"brainglobe_dir": str(out), "interm_download_dir": str(out)}
     with open(out / "bg_config.conf", "w") as f:

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from iblatlas.atlas import ALLEN_CCF_LANDMARKS_MLAPDV_UM
 
-from ibl_ephys_data.viz import synthetic_atlas as sa
-from ibl_ephys_data.viz.display import BREGMA_CCF_APDVML_UM, ccf_to_display
+from ibl_ephys_data.atlas import BREGMA_CCF_APDVML_UM, ccf_to_display
+from ibl_ephys_data.demo import synthetic_atlas as sa
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
 
 
 def ibl_to_ccf(x_um: float, y_um: float = -2000.0, z_um: float = -2000.0) -> np.ndarray:
