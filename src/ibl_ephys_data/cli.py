@@ -313,14 +313,16 @@ def qc_show(
     table = Table(title=f"QC {pid}", show_header=False)
     table.add_column("metric")
     table.add_column("value")
-    for column, text, colour in qc_panel_lines(metrics.loc[pid], verdict):
+    catalog = ws.read_catalog().set_index("pid")
+    alyx = catalog.loc[pid] if pid in catalog.index else None
+    for column, text, colour in qc_panel_lines(metrics.loc[pid], verdict, alyx):
         table.add_row(column, f"[{colour}]{text}[/]" if colour else text)
     console.print(table)
     if verdict is not None:
         for reason in verdict["reasons"]:
             console.print(f"  - {reason}", highlight=False)
     if png is not None:
-        qc_panel_figure(metrics.loc[pid], verdict, title=pid).savefig(png)
+        qc_panel_figure(metrics.loc[pid], verdict, title=pid, alyx=alyx).savefig(png)
         console.print(f"panel: {png}")
 
 
