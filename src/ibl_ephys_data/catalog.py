@@ -19,10 +19,10 @@ from one.api import One
 
 from ibl_ephys_data.ibl import RELEASES, release_tags
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.schema import CATALOG, QC_LEVELS, columns
 
 _logger = logging.getLogger(__name__)
 
-QC_ORDER = ["NOT_SET", "PASS", "WARNING", "FAIL", "CRITICAL"]
 FLOAT_FIELDS = {"drift_rms_um": ("drift_rms_um",), "ap_rms_p10_raw": ("extended_qc", "apRms_p10_raw"),
                 "ap_rms_p90_raw": ("extended_qc", "apRms_p90_raw")}
 INT_FIELDS = {"n_units": ("n_units",), "alignment_count": ("extended_qc", "alignment_count")}
@@ -32,8 +32,7 @@ STR_FIELDS = {"alignment_stored": ("extended_qc", "alignment_stored"),
               "alignment_resolved_by": ("extended_qc", "alignment_resolved_by"),
               "alignment_qc": ("extended_qc", "alignment_qc"),
               "experimenter_raw_destripe": ("extended_qc", "experimenter_raw_destripe")}
-COLUMNS = ["pid", "eid", "subject", "lab", "date", "session_number", "probe_name", "probe_model", "releases",
-           "qc", *FLOAT_FIELDS, *INT_FIELDS, *BOOL_FIELDS, *STR_FIELDS]
+COLUMNS = columns(CATALOG)
 
 
 class CatalogError(ValueError):
@@ -86,7 +85,7 @@ def catalog_row(pid: str, eid: str, name: str, model: str | None, qc_json: dict,
         "pid": str(pid), "eid": str(eid), "subject": session.get("subject"), "lab": session.get("lab"),
         "date": str(session.get("date") or session.get("start_time", ""))[:10],
         "session_number": int(session.get("number") or 0), "probe_name": name, "probe_model": model,
-        "releases": ",".join(sorted(releases)), "qc": qc if qc in QC_ORDER else "NOT_SET",
+        "releases": ",".join(sorted(releases)), "qc": qc if qc in QC_LEVELS else "NOT_SET",
     }
     for col, path in FLOAT_FIELDS.items():
         value = _get(qc_json, path)

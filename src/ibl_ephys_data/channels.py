@@ -14,16 +14,14 @@ from brainbox.io.one import SpikeSortingLoader
 from one.api import One
 
 from ibl_ephys_data.atlas import RegionsOnlyAtlas, region_table, xyz_to_ccf_um
-from ibl_ephys_data.lfp.bad_channels import COLUMNS as BAD_CHANNEL_COLUMNS
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS, CHANNELS, columns
 
 STAGE = "channels"
 LABELS_STAGE = "lfp"  # the lfp stage's parts hold each insertion's bad-channel labels
 
-CHANNEL_COLUMNS = ["pid", "eid", "raw_ind", "axial_um", "lateral_um", "x", "y", "z", "ccf_ap_um", "ccf_dv_um",
-                   "ccf_ml_um", "atlas_id", "lateralized_id", "acronym", "beryl_id", "beryl_acronym",
-                   "cosmos_id", "cosmos_acronym", "histology"]
+CHANNEL_COLUMNS = [c for c in columns(CHANNELS) if c == "raw_ind" or c not in BAD_CHANNEL_COLUMNS]
 
 
 def channels_frame(pid: str, eid: str, channels: dict, histology: str) -> pd.DataFrame:

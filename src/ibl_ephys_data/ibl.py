@@ -18,14 +18,11 @@ import requests
 from one.api import One, OneAlyx
 
 from ibl_ephys_data.errors import ConnectionFailed, check_option
+from ibl_ephys_data.workspace.schema import RELEASES
 
 _logger = logging.getLogger(__name__)
 
 PUBLIC_ALYX_URL = "https://openalyx.internationalbrainlab.org"
-RELEASES: dict[str, tuple[str, ...]] = {
-    "repro-ephys": ("2022_Q2_IBL_et_al_RepeatedSite", "2024_Q2_IBL_et_al_RepeatedSite"),
-    "bwm": ("2022_Q4_IBL_et_al_BWM", "2023_Q4_IBL_et_al_BWM_2"),
-}
 
 
 def release_tags(release: str) -> tuple[str, ...]:

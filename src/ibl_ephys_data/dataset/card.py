@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# DESIGN §2: Alyx dataset tags that define each release
-RELEASE_TAGS = {
-    "repro-ephys": ("2022_Q2_IBL_et_al_RepeatedSite", "2024_Q2_IBL_et_al_RepeatedSite"),
-    "bwm": ("2022_Q4_IBL_et_al_BWM", "2023_Q4_IBL_et_al_BWM_2"),
-}
+from ibl_ephys_data.workspace.schema import RELEASES as RELEASE_TAGS
+
 SPIKE_SORTING_REVISION = "2024-05-06 (alf/probeXX/pykilosort, tag 2024_Q2_IBL_et_al_BWM_iblsort)"
 
 

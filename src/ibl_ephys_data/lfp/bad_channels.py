@@ -23,7 +23,6 @@ from ibl_ephys_data.workspace.schema import BAD_CHANNEL_LABELS
 _logger = logging.getLogger(__name__)
 
 LF_PSD_HF_THRESHOLD = 1.4  # µV²/Hz, IBL's threshold for the LF band
-COLUMNS = ["raw_ind", "bad_channel_label", "bad_channel_xcor_hf", "bad_channel_xcor_lf", "bad_channel_psd_hf"]
 
 
 def batch_starts(duration_s: float, n_batches: int = 10, batch_seconds: float = 4.0) -> np.ndarray:
