@@ -34,6 +34,7 @@ def demo_connection(server: LoopbackAlyx, cache_dir: Path) -> Connection:
 def run_demo(ws: Workspace, seconds: float = 40.0, store_only: bool = False,
              console: Console | None = None) -> list[str]:
     """Every stage, in order, against the loopback server; returns summary lines."""
+    from ibl_ephys_data.baseline import run_baseline
     from ibl_ephys_data.catalog import run_catalog
     from ibl_ephys_data.channels import run_channels
     from ibl_ephys_data.dataset import export_dataset, verify
@@ -52,6 +53,7 @@ def run_demo(ws: Workspace, seconds: float = 40.0, store_only: bool = False,
             lfp = run_lfp(ws, one, LfpOptions(windows=((0.0, seconds),)))
             verdicts = run_qc(ws, one)
     dataset = export_dataset(ws, min_channels=5)
+    run_baseline(ws)
     problems = verify(ws)
     from ibl_ephys_data.coverage import coverage_table
     from ibl_ephys_data.viz.report import write_report

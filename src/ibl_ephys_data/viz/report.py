@@ -26,6 +26,7 @@ import plotly.io as pio
 import plotly.offline
 from matplotlib.figure import Figure
 
+from ibl_ephys_data.baseline.report import baseline_section
 from ibl_ephys_data.coverage import NON_REGIONS, import_summary, regions_in_one_source
 from ibl_ephys_data.viz.figures import (
     BAD_CHANNEL_LABELS,
@@ -774,7 +775,7 @@ def write_report(
             body.append(_index_table(table, pages))
         body += [trajectories, _overview_section(overview),
                  _coverage_section(tables["coverage"], tmp / "figures" / "overview", formats, imports),
-                 _data_card_section(ws), _inputs_section(ws)]
+                 baseline_section(ws, tmp), _data_card_section(ws), _inputs_section(ws)]
         head = '<script src="plotly.min.js"></script>\n' if has_3d else ""
         (tmp / "index.html").write_text(_page("ibl-ephys-data report", "\n".join(body), head=head),
                                         encoding="utf-8")
