@@ -41,7 +41,7 @@ def render_summary(results: dict[str, Any]) -> str:
                      f"inflation {leaky['inflation']:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
     else:
         leaky_row = f"| (b) leaky split | n/a | {leaky['note']} |"
-    lab = ctl["lab"]
+    lab, perm = ctl["lab"], ctl["permuted_labels"]
     lines = [
         HEADING,
         "",
@@ -57,7 +57,8 @@ def render_summary(results: dict[str, Any]) -> str:
         f"| **main** | **{_ci(results['main'])}** | |",
         f"| chance: majority class | {_num(results['chance']['majority'])} | always the largest training class |",
         f"| chance: stratified | {_num(results['chance']['stratified'])} | random with training frequencies |",
-        f"| (a) training labels permuted | {_ci(ctl['permuted_labels'])} | should sit at chance |",
+        f"| (a) training labels permuted | {perm['balanced_accuracy']:.3f} [{perm['range'][0]:.3f}, "
+        f"{perm['range'][1]:.3f}] | mean [min, max] of {p['n_permutations']} permutations; should sit at chance |",
         leaky_row,
         f"| (c) depth only | {_ci(ctl['depth_only'])} | position along the probe alone |",
         f"| (c) band powers only | {_ci(ctl['bands_only'])} | spectrum alone |",

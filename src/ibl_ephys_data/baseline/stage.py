@@ -70,6 +70,7 @@ class BaselineOptions:
     classifier: str = "logistic"
     c: float = 1.0  # inverse L2 regularisation of the logistic regression
     n_bootstrap: int = 1000  # resamples of the test insertions for the CIs
+    n_permutations: int = 5  # label permutations of control (a), averaged: one alone varies a lot
     ci_level: float = 0.95
     max_windows: int = 50_000  # per side (train, test, leaky train, lab check): seeded subsample above this
     welch_seconds: float = WELCH_SECONDS
@@ -127,24 +128,27 @@ def _leaky_windows(ws: Workspace, recorded: dict, pids: list[str], classes: list
         columns=["pid", "final_verdict"])
     verdict_of = dict(zip(verdicts["pid"].astype(str), verdicts["final_verdict"].astype(str), strict=True))
     excluded_verdicts = {str(v).upper() for v in export["exclude_verdicts"]}
-    pieces, skipped = [], {}
+    layouts, skipped = {}, {}
     for pid in sorted(pids):
         layout, why = read_layout(ws.lfp, pid)
         verdict = verdict_of.get(pid)
         if layout is None or verdict is None or verdict.upper() in excluded_verdicts:
             skipped[pid] = why or ("no qc verdict" if verdict is None else f"QC {verdict}")
-            continue
-        kept, _ = label_channels(channels[channels["pid"] == pid], channel_qc, export["level"],
-                                 export["regions"] or None)
-        kept = kept[kept["raw_ind"].isin(layout.raw_ind) & kept["label"].isin(classes)]
-        if kept.empty:
+        else:
+            layouts[pid] = layout
+    kept, _ = label_channels(channels[channels["pid"].isin(list(layouts))], channel_qc, export["level"],
+                             export["regions"] or None)
+    pieces = []
+    for pid, layout in layouts.items():
+        chans = kept[(kept["pid"] == pid) & kept["raw_ind"].isin(layout.raw_ind) & kept["label"].isin(classes)]
+        if chans.empty:
             skipped[pid] = "no usable channel of the export's classes"
             continue
         info = catalog.loc[pid]
         insertion = {"eid": str(info["eid"]), "subject": str(info["subject"]),
-                     "lab": str(info["lab"]) if "lab" in info.index else None, "qc_verdict": verdict,
+                     "lab": str(info["lab"]) if "lab" in info.index else None, "qc_verdict": verdict_of[pid],
                      "split": "train", "fold": -1}
-        pieces.append(build_windows(kept, layout, export["window_seconds"], export["stride_seconds"],
+        pieces.append(build_windows(chans, layout, export["window_seconds"], export["stride_seconds"],
                                     export["neighbours"], insertion))
     return (pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()), skipped
 
@@ -160,10 +164,10 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
     """
     ws = _workspace(workspace)
     check_option("classifier", options.classifier, CLASSIFIERS)
-    if options.n_bootstrap < 1 or not 0 < options.ci_level < 1 or options.max_windows < 1:
-        raise InputError(f"n_bootstrap={options.n_bootstrap}, ci_level={options.ci_level}, "
-                         f"max_windows={options.max_windows}: need n_bootstrap >= 1, 0 < ci_level < 1, "
-                         "max_windows >= 1")
+    if min(options.n_bootstrap, options.n_permutations, options.max_windows) < 1 or not 0 < options.ci_level < 1:
+        raise InputError(f"n_bootstrap={options.n_bootstrap}, n_permutations={options.n_permutations}, "
+                         f"max_windows={options.max_windows}, ci_level={options.ci_level}: need the counts >= 1 "
+                         "and 0 < ci_level < 1")
     splits_path = ws.dataset_dir / "splits.json"
     if not splits_path.exists():
         raise MissingStageError(f"{splits_path} is missing", "dataset", ws.root)
@@ -221,8 +225,6 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
         preds = {
             "main": fit_predict(columns(train_rows, feats, depth, "main"), y_train,
                                 columns(test_rows, feats, depth, "main"), **fit),
-            "permuted": fit_predict(columns(train_rows, feats, depth, "main"), permuted(y_train, options.seed),
-                                    columns(test_rows, feats, depth, "main"), **fit),
             "depth_only": fit_predict(columns(train_rows, feats, depth, "depth"), y_train,
                                       columns(test_rows, feats, depth, "depth"), **fit),
             "bands_only": fit_predict(columns(train_rows, feats, depth, "bands"), y_train,
@@ -250,6 +252,9 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
             keep = _subsample(np.arange(len(y_leak)), options.max_windows, rng)
             preds["leaky"] = fit_predict(x_leak[keep], y_leak[keep], columns(test_rows, feats, depth, "main"), **fit)
 
+        shuffled = [balanced_accuracy(y_test, fit_predict(
+            columns(train_rows, feats, depth, "main"), permuted(y_train, options.seed + k),
+            columns(test_rows, feats, depth, "main"), **fit)) for k in range(options.n_permutations)]
         groups = frame["pid"].to_numpy()[test_rows]
         boot = bootstrap_ci(y_test, preds, groups, options.n_bootstrap, options.ci_level, options.seed)
         scores = {name: _score(name, y_test, pred, boot) for name, pred in preds.items()}
@@ -278,7 +283,9 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
             "per_region_recall": per_class_recall(y_test, preds["main"]),
             "confusion": {"labels": labels_cm, "matrix": confusion(y_test, preds["main"], labels_cm).tolist()},
             "controls": {
-                "permuted_labels": scores["permuted"],
+                "permuted_labels": {"balanced_accuracy": float(np.mean(shuffled)),
+                                    "range": [float(np.min(shuffled)), float(np.max(shuffled))],
+                                    "values": shuffled},
                 "depth_only": scores["depth_only"],
                 "bands_only": scores["bands_only"],
                 "leaky_split": _leaky_result(scores, boot, options, n_leaky_pids, leaky_added, leaky_skipped,
