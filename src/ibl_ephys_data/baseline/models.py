@@ -154,6 +154,10 @@ def lab_auc(x: np.ndarray, lab: np.ndarray, groups: np.ndarray | None = None, n_
                                 random_state=seed).split(x, lab)
     proba = np.zeros((len(lab), len(labs)))
     for train, test in folds:
+        seen = sorted(set(lab[train].tolist()))
+        if len(seen) == 1:  # every other lab held out in this fold: the only possible answer
+            proba[test, labs.index(seen[0])] = 1.0
+            continue
         model = make_classifier(classifier, c, seed).fit(x[train], lab[train])
         cols = [labs.index(cl) for cl in model.classes_]
         proba[np.ix_(test, cols)] = model.predict_proba(x[test])

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ibl_ephys_data.baseline.card import append_to_card, render_summary
@@ -50,7 +49,7 @@ from ibl_ephys_data.dataset.labels import label_channels
 from ibl_ephys_data.dataset.loader import LfpWindows
 from ibl_ephys_data.dataset.splits import zero_shot_split
 from ibl_ephys_data.dataset.windows import build_windows, read_layout, to_table
-from ibl_ephys_data.errors import DataIntegrityError, EmptyResultError, InputError, MissingStageError, check_option
+from ibl_ephys_data.errors import DataIntegrityError, InputError, MissingStageError, check_option
 from ibl_ephys_data.workspace import Workspace, atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -184,8 +183,8 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
     train_rows = _subsample(np.flatnonzero(split == "train"), options.max_windows, rng)
     test_rows = _subsample(np.flatnonzero(split == "test"), options.max_windows, rng)
     if not len(train_rows) or not len(test_rows):
-        raise EmptyResultError(f"{ds.windows_path} has {len(train_rows)} train and {len(test_rows)} test windows: "
-                               "the baseline needs both; re-export with more insertions")
+        raise InputError(f"{ds.windows_path} has {len(train_rows)} train and {len(test_rows)} test windows: "
+                         "the baseline needs both; re-export with more insertions")
     # leaky control: the pid-level split of the same catalog and parameters
     leaky_pids: list[str] = []
     leaky_added: list[str] = []
@@ -205,9 +204,8 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
         out_dir.mkdir(parents=True)
         lab_rows = _subsample(np.arange(len(frame)), options.max_windows, rng)
         needed = np.union1d(np.union1d(train_rows, test_rows), lab_rows)
-        if leaky_pids:
-            in_leaky = np.flatnonzero(frame["pid"].isin(leaky_pids).to_numpy())
-            needed = np.union1d(needed, in_leaky)
+        own = _subsample(np.flatnonzero(frame["pid"].isin(leaky_pids).to_numpy()), options.max_windows, rng)
+        needed = np.union1d(needed, own)
         t_feat = time.perf_counter()
         feats = np.full((len(frame), len(bands)), np.nan)
         feats[needed] = window_features(ds, frame, needed, options.welch_seconds)
@@ -216,49 +214,36 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
         depth = frame["axial_um"].to_numpy(dtype=np.float64)[:, None]
         labels = frame["label"].astype(str).to_numpy()
 
-        def columns(rows: np.ndarray, f: np.ndarray, d: np.ndarray, kind: str) -> np.ndarray:
-            return {"main": np.hstack([f[rows], d[rows]]) if options.depth else f[rows],
-                    "bands": f[rows], "depth": d[rows]}[kind]
-
+        x_all = {"main": np.hstack([feats, depth]) if options.depth else feats, "bands": feats, "depth": depth}
         y_train, y_test = labels[train_rows], labels[test_rows]
         fit = {"classifier": options.classifier, "c": options.c, "seed": options.seed}
-        preds = {
-            "main": fit_predict(columns(train_rows, feats, depth, "main"), y_train,
-                                columns(test_rows, feats, depth, "main"), **fit),
-            "depth_only": fit_predict(columns(train_rows, feats, depth, "depth"), y_train,
-                                      columns(test_rows, feats, depth, "depth"), **fit),
-            "bands_only": fit_predict(columns(train_rows, feats, depth, "bands"), y_train,
-                                      columns(test_rows, feats, depth, "bands"), **fit),
-        }
-        if leaky_pids:
-            own = frame.index[frame["pid"].isin(leaky_pids)].to_numpy()
+        preds = {name: fit_predict(x_all[kind][train_rows], y_train, x_all[kind][test_rows], **fit)
+                 for name, kind in (("main", "main"), ("depth_only", "depth"), ("bands_only", "bands"))}
+        if len(own) or len(extra):
+            x_leak, y_leak = x_all["main"][own], labels[own]
             if len(extra):
                 extra_path = out_dir / LEAKY_WINDOWS
-                pq.write_table(pa.concat_tables([to_table(extra)]), extra_path)
-                extra_ds = LfpWindows(extra_path, lfp_path=ws.lfp)
+                pq.write_table(to_table(extra), extra_path)
                 extra_frame = pq.read_table(extra_path, columns=_FRAME_COLUMNS).to_pandas()
-                extra_rows = np.arange(len(extra_frame))
                 t_feat = time.perf_counter()
-                extra_feats = window_features(extra_ds, extra_frame, extra_rows, options.welch_seconds)
+                extra_feats = window_features(LfpWindows(extra_path, lfp_path=ws.lfp), extra_frame,
+                                              np.arange(len(extra_frame)), options.welch_seconds)
                 feature_seconds += time.perf_counter() - t_feat
-                n_extracted += len(extra_rows)
-                x_leak = np.vstack([columns(own, feats, depth, "main"),
-                                    columns(extra_rows, extra_feats,
-                                            extra_frame["axial_um"].to_numpy(dtype=np.float64)[:, None], "main")])
-                y_leak = np.concatenate([labels[own], extra_frame["label"].astype(str).to_numpy()])
-            else:
-                x_leak, y_leak = columns(own, feats, depth, "main"), labels[own]
+                n_extracted += len(extra_frame)
+                extra_depth = extra_frame["axial_um"].to_numpy(dtype=np.float64)[:, None]
+                x_leak = np.vstack([x_leak, np.hstack([extra_feats, extra_depth]) if options.depth else extra_feats])
+                y_leak = np.concatenate([y_leak, extra_frame["label"].astype(str).to_numpy()])
             n_leaky_pids = len(set(frame["pid"].iloc[own]) | set(extra["pid"] if len(extra) else ()))
             keep = _subsample(np.arange(len(y_leak)), options.max_windows, rng)
-            preds["leaky"] = fit_predict(x_leak[keep], y_leak[keep], columns(test_rows, feats, depth, "main"), **fit)
+            preds["leaky"] = fit_predict(x_leak[keep], y_leak[keep], x_all["main"][test_rows], **fit)
 
-        shuffled = [balanced_accuracy(y_test, fit_predict(
-            columns(train_rows, feats, depth, "main"), permuted(y_train, options.seed + k),
-            columns(test_rows, feats, depth, "main"), **fit)) for k in range(options.n_permutations)]
+        x_train, x_test = x_all["main"][train_rows], x_all["main"][test_rows]
+        shuffled = [balanced_accuracy(y_test, fit_predict(x_train, permuted(y_train, options.seed + k), x_test, **fit))
+                    for k in range(options.n_permutations)]
         groups = frame["pid"].to_numpy()[test_rows]
         boot = bootstrap_ci(y_test, preds, groups, options.n_bootstrap, options.ci_level, options.seed)
         scores = {name: _score(name, y_test, pred, boot) for name, pred in preds.items()}
-        x_lab = columns(lab_rows, feats, depth, "main")
+        x_lab = x_all["main"][lab_rows]
         lab, pid_of_row = frame["lab"].astype(str).to_numpy()[lab_rows], frame["pid"].to_numpy()[lab_rows]
         labels_cm = sorted(set(y_test.tolist()) | set(preds["main"].tolist()))
         results = {
@@ -314,8 +299,11 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
 
 def _leaky_result(scores: dict, boot: dict, options: BaselineOptions, n_pids: int, added: list[str],
                   skipped: dict[str, str], leakage: str) -> dict:
+    if leakage == "pid":
+        return {"note": "the export is already split at the pid level: no leakier split to compare"}
     if "leaky" not in scores:
-        return {"note": f"the export is already split at the {leakage} level: no leakier split to compare"}
+        return {"note": "the pid-level split has no training insertion with lfp and qc outputs",
+                "skipped_insertions": skipped}
     return {**scores["leaky"],
             "inflation": scores["leaky"]["balanced_accuracy"] - scores["main"]["balanced_accuracy"],
             "inflation_ci": difference_ci(boot["replicates"]["leaky"], boot["replicates"]["main"],
