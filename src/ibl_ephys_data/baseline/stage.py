@@ -21,6 +21,7 @@ older export must not survive next to a new one; run the stage again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -254,7 +255,8 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
                                                                     int(frame["n_samples"].iloc[0]),
                                                                     options.welch_seconds),
                           "overlap": 0.5, "detrend": "constant", "average": "mean", "scaling": "density"},
-                "split": split_params, "export_created": recorded.get("summary", {}).get("created"),
+                "split": split_params,
+                "splits_json_sha256": hashlib.sha256(splits_path.read_bytes()).hexdigest(),  # which export
                 "label_name": recorded.get("summary", {}).get("label_name"),
             },
             "counts": {
