@@ -396,6 +396,26 @@ def export(
     console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}")
 
 
+@app.command()
+@user_errors
+def baseline(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    depth: Annotated[bool, typer.Option("--depth/--no-depth", help="Depth along the probe as a feature.")] = True,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Resamples of test insertions for CIs.")] = 1000,
+    max_windows: Annotated[int, typer.Option("--max-windows", help="Windows per side, subsampled above.")] = 50_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Reference baseline on dataset/: balanced accuracy with CI, chance, and leakage/confound controls."""
+    from ibl_ephys_data.baseline import BaselineOptions, run_baseline
+    from ibl_ephys_data.baseline.card import render_summary
+
+    ws = open_workspace(workspace)
+    results = run_baseline(ws, BaselineOptions(depth=depth, n_bootstrap=bootstrap, max_windows=max_windows,
+                                               seed=seed))
+    console.print(render_summary(results), highlight=False, soft_wrap=True)
+    console.print(f"-> {ws.dataset_dir / 'baseline'}")
+
+
 dataset_app = typer.Typer(help="Inspect and verify an exported dataset.")
 app.add_typer(dataset_app, name="dataset")
 

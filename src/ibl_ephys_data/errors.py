@@ -18,6 +18,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "lfp": "lfp",
     "qc": "qc",
     "dataset": "export",
+    "baseline": "baseline",
     "coverage": "coverage",
     "report": "report",
 }

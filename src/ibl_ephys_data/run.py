@@ -20,7 +20,7 @@ from ibl_ephys_data.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("catalog", "channels", "lfp", "qc", "export", "coverage", "report")
+STAGES = ("catalog", "channels", "lfp", "qc", "export", "baseline", "coverage", "report")
 PER_INSERTION = ("channels", "lfp", "qc")
 # seconds per insertion per stage when the workspace has no measured cost yet (bench_scale on 2 cores,
 # a 4 x 60-s snippet insertion streamed over a fast link)
@@ -80,15 +80,18 @@ class RunConfig:
     lfp: Any = None
     qc: Any = None
     export: ExportOptions = field(default_factory=ExportOptions)
+    baseline: Any = None
     coverage: CoverageOptions = field(default_factory=CoverageOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
 
     def __post_init__(self):
+        from ibl_ephys_data.baseline import BaselineOptions
         from ibl_ephys_data.channels import ChannelsOptions
         from ibl_ephys_data.lfp.stage import LfpOptions
         from ibl_ephys_data.qc.stage import QcOptions
 
-        for name, cls in (("channels", ChannelsOptions), ("lfp", LfpOptions), ("qc", QcOptions)):
+        for name, cls in (("channels", ChannelsOptions), ("lfp", LfpOptions), ("qc", QcOptions),
+                          ("baseline", BaselineOptions)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, cls())
         for stage in self.stages:
@@ -120,6 +123,7 @@ def _section(cls, values: dict | None, where: str):
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Read a run config (YAML), fill every default, apply ``overrides`` (top-level fields)."""
+    from ibl_ephys_data.baseline import BaselineOptions
     from ibl_ephys_data.channels import ChannelsOptions
     from ibl_ephys_data.lfp.stage import LfpOptions
     from ibl_ephys_data.qc.stage import QcOptions
@@ -137,8 +141,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             raise InputError(f"--config {path}: expected a mapping of sections, got {type(raw).__name__}")
     where = str(path) if path else "config"
     sections = {"connection": ConnectionOptions, "catalog": CatalogOptions, "channels": ChannelsOptions,
-                "lfp": LfpOptions, "qc": QcOptions, "export": ExportOptions, "coverage": CoverageOptions,
-                "report": ReportOptions}
+                "lfp": LfpOptions, "qc": QcOptions, "export": ExportOptions, "baseline": BaselineOptions,
+                "coverage": CoverageOptions, "report": ReportOptions}
     unknown = sorted(set(raw) - set(sections) - {"stages", "scheduler"})
     if unknown:
         raise InputError(f"{where}: unknown section(s) {', '.join(unknown)}; allowed: stages, scheduler, "
@@ -208,6 +212,12 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
 
             out = export_dataset(workspace, **asdict(config.export), force=force)
             result.lines.append(f"dataset: {out}")
+        if "baseline" in config.stages:
+            from ibl_ephys_data.baseline import run_baseline
+
+            numbers = run_baseline(workspace, config.baseline)
+            main = numbers.get("main", {}).get("balanced_accuracy") if isinstance(numbers, dict) else None
+            result.lines.append(f"baseline: balanced accuracy {main} -> {workspace.dataset_dir / 'baseline'}")
         if "coverage" in config.stages:
             from ibl_ephys_data.coverage import coverage_table
 

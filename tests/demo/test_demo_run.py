@@ -37,7 +37,13 @@ def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
     assert all("repro-ephys" in catalog.loc[p, "releases"] for p in test_pids)
     assert not set(catalog.loc[list(test_pids), "subject"]) & set(catalog.loc[list(train_pids), "subject"])
     manifest = json.loads(ws.manifest_path.read_text())
-    assert {"catalog", "channels", "lfp", "qc"} <= set(manifest["stages"])
+    assert {"catalog", "channels", "lfp", "qc", "baseline"} <= set(manifest["stages"])
+    # the baseline table (main number with CI, chance, the four controls) in the data card and the report
+    card, index = (ws.dataset_dir / "DATA_CARD.md").read_text(), (ws.report_dir / "index.html").read_text()
+    for row in ("**main**", "chance: stratified", "(a) training labels permuted", "(b) trained on the pid-level",
+                "(c) depth only", "(c) band powers only", "(d) lab from the same features"):
+        assert row in card and row.strip("*") in index
+    assert (ws.report_dir / "figures" / "baseline" / "confusion.png").exists()
     # the loader reads exactly what lfp.zarr holds
     ds = LfpWindows(ws.dataset_dir, split="train", level="beryl")
     item = ds[0]

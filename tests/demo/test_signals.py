@@ -121,3 +121,31 @@ def test_generated_meta_carries_the_np1_shank_map(reference_dir):
 
     ap_meta = (reference_dir / "spikeglx" / "sample3B_g0_t0.imec1.ap.meta").read_text().splitlines()
     assert np1_shank_map() == next(line.strip() for line in ap_meta if line.startswith("~snsShankMap="))
+
+
+def test_region_signatures_follow_the_table_and_keep_the_planted_labels():
+    from ibl_ephys_data.atlas import acronym_to_id
+
+    ids = acronym_to_id()
+    # tip to top: 120 channels of PO (steep, weak theta), 120 of CA1 (strong theta), 104 of VISa (flat)
+    region_ids = np.r_[np.full(120, ids["PO"]), np.full(120, ids["CA1"]), np.full(104, ids["VISa5"]), np.zeros(40)]
+    dead, noisy = (37,), (80, 263)
+    x = signals.synthetic_lfp(8.0, seed=4, dead=dead, noisy=noisy, n_outside=40,
+                              region_ids=tuple(region_ids.astype(int)))
+    for first in (0, 10000):  # regional cross-fades must not look like bad channels to IBL's detector
+        labels, _ = detect_bad_channels(x[first:first + 10000].T, fs=FS, psd_hf_threshold=1.4)
+        np.testing.assert_array_equal(labels, signals.planted_labels(dead, noisy, 40))
+    f, p = scipy.signal.welch((x - np.median(x, axis=1, keepdims=True)).T, fs=FS, nperseg=2500)  # CAR
+
+    def band(lo: float, hi: float, channels: slice) -> float:
+        good = np.setdiff1d(np.arange(384)[channels], [*dead, *noisy])
+        return float(np.median(p[good][:, (f >= lo) & (f < hi)].sum(axis=1)))
+
+    po, ca1, visa = slice(20, 100), slice(140, 220), slice(250, 330)  # away from the 100-µm cross-fades
+    sig = signals.REGION_SIGNATURES
+    assert sig["CA1"].theta_uv > sig["PO"].theta_uv and sig["VISa"].flatness > sig["PO"].flatness
+    assert band(6, 9, ca1) > 3 * band(6, 9, po)  # theta 80 µV vs 15 µV
+    # 1/f slope: the flat VISa background holds more 30-80 Hz power per 1-4 Hz power than steep PO
+    assert band(30, 80, visa) / band(1, 4, visa) > 2 * band(30, 80, po) / band(1, 4, po)
+    with pytest.raises(ValueError, match="one Allen id per channel"):
+        signals.synthetic_lfp(1.0, region_ids=(1, 2))

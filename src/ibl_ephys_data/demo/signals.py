@@ -11,6 +11,12 @@ Signal model (per channel, volts, NP1 geometry, channel 0 at the tip):
 - a *local* field: ``n`` latent 1/f-like sources spaced along the probe, mixed with a Gaussian spatial
   kernel, so neighbouring channels are correlated and power varies with depth;
 - a *theta* oscillation (AR(2) resonator, ~7.5 Hz) confined to a band of channels;
+- with ``region_ids`` (the Allen id of every channel), *regional spectral signatures* instead of the theta
+  band: each Beryl region in :data:`REGION_SIGNATURES` gets its own theta strength and its own 1/f-like
+  background (one latent per region, its own mix of the 1/8/60 Hz AR(1) corners, so its own slope), mixed
+  onto the region's channels with 100-µm cosine edges (neighbouring channels stay correlated, as IBL's
+  bad-channel detector expects). Regions missing from the table get none. This is what the ``baseline``
+  stage's band-power model can learn, so the demo's baseline lands clearly above chance;
 - a *common-mode* reference noise on every connected channel (also outside the brain), optional line noise;
 - white amplifier noise, and a per-channel DC offset.
 
@@ -41,7 +47,7 @@ import mtscomp
 import numpy as np
 import scipy.signal
 
-_logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 N_CHANNELS = 384
 NP1_AI_RANGE_MAX = 0.6  # volts, imAiRangeMax of the NP1 meta
@@ -61,6 +67,38 @@ _LOCAL_WIDTH_UM = 100.0
 _BACKGROUND_CORNERS_HZ = (1.0, 8.0, 60.0)  # AR(1) corners mixed into a 1/f-like background
 _BACKGROUND_WEIGHTS = (1.0, 0.5, 0.25)
 _THETA_HZ, _THETA_BANDWIDTH_HZ = 7.5, 1.5
+_REGION_EDGE_CHANNELS = 10  # cosine edge of a regional signature: 5 rows = 100 µm
+
+
+@dataclass(frozen=True)
+class RegionSignature:
+    """Spectral signature of one region: theta (µV rms), background (µV rms) and its flatness in [0, 1].
+
+    The background mixes the AR(1) corners of :data:`_BACKGROUND_CORNERS_HZ` with weights
+    ``(1 - flatness, 0.5, flatness)``: 0 is steep (most power below ~8 Hz, exponent near 2), 1 is flat
+    (power spread up to ~60 Hz, a shallower slope and more beta/gamma).
+    """
+
+    theta_uv: float
+    background_uv: float
+    flatness: float
+
+
+# Beryl acronym -> signature; made up to be distinct, loosely after real LFP (hippocampal theta, steep
+# thalamus, flatter cortex). Only the demo's regions are listed.
+REGION_SIGNATURES: dict[str, RegionSignature] = {
+    "VISa": RegionSignature(0.0, 60.0, 0.9),
+    "CA1": RegionSignature(80.0, 30.0, 0.5),
+    "DG": RegionSignature(40.0, 70.0, 0.4),
+    "LP": RegionSignature(0.0, 70.0, 0.0),
+    "PO": RegionSignature(15.0, 25.0, 0.6),
+    "SSp-bfd": RegionSignature(0.0, 60.0, 1.0),
+    "CP": RegionSignature(0.0, 30.0, 0.2),
+    "GPe": RegionSignature(10.0, 45.0, 0.7),
+    "MOs": RegionSignature(0.0, 55.0, 0.8),
+    "ACB": RegionSignature(15.0, 35.0, 0.3),
+    "LSr": RegionSignature(40.0, 30.0, 0.1),
+}
 _MTSCOMP_CMETA = {"algorithm": "zlib", "do_time_diff": True, "do_spatial_diff": False, "chunk_order": "F"}
 
 
@@ -82,6 +120,7 @@ class LfpModel:
     offset_uv: float = 50.0
     line_noise_uv: float = 0.0
     line_freq: float = 60.0
+    region_ids: tuple[int, ...] = ()  # Allen id per channel: regional signatures replace the theta band
 
     def __post_init__(self) -> None:
         nc = N_CHANNELS
@@ -94,6 +133,8 @@ class LfpModel:
         lo, hi = self.theta_channels
         if not 0 <= lo < hi <= nc:
             raise ValueError(f"theta_channels={self.theta_channels}: need 0 <= start < stop <= {nc}")
+        if self.region_ids and len(self.region_ids) != nc:
+            raise ValueError(f"region_ids has {len(self.region_ids)} entries: give one Allen id per channel ({nc})")
 
 
 def planted_labels(
@@ -190,7 +231,16 @@ class _Generator:
         ramp = np.clip(np.minimum(ch - lo + edge, hi - ch) / edge, 0, 1)
         theta_w = model.theta_uv * np.sin(np.pi / 2 * ramp) ** 2 * brain
         cm_w = model.common_mode_uv * connected
-        self.mixing = np.vstack([global_w, local_w, theta_w, cm_w]).astype(np.float32) * 1e-6
+        masks, self.region_gains = _region_masks(model.region_ids), []
+        if masks:
+            theta_w = np.zeros(nc)
+        region_w = []
+        for sig, mask in masks:
+            theta_w = theta_w + sig.theta_uv * mask * brain
+            region_w.append(sig.background_uv * mask * brain)
+            weights = np.array([1.0 - sig.flatness, 0.5, sig.flatness])
+            self.region_gains.append(weights / np.sqrt(np.sum(weights**2)))
+        self.mixing = np.vstack([global_w, local_w, theta_w, cm_w, *region_w]).astype(np.float32) * 1e-6
         self.n_background = 1 + len(centres) + 1  # global, locals, common mode: 1/f-like latents
         white = np.where(connected, model.noise_uv, model.dead_noise_uv).astype(np.float64)
         white[list(model.noisy)] = np.hypot(model.noise_uv, model.noisy_uv)
@@ -209,6 +259,9 @@ class _Generator:
         nb = self.n_background
         self.zi_ar1 = [np.zeros((nb, 1)) for _ in self.ar1]
         self.zi_theta = np.zeros((1, 2))
+        # regional latents draw from their own stream: without regions the output is unchanged
+        self.region_rng = np.random.default_rng([seed, 3])
+        self.zi_region = [np.zeros((len(self.region_gains), 1)) for _ in self.ar1]
         self.theta_norm = 1.0
         burn = self.latents(_BURN_IN_SAMPLES)
         self.theta_norm = 1.0 / float(np.std(burn[nb - 1]))
@@ -224,8 +277,16 @@ class _Generator:
             background += g * y
         theta, self.zi_theta = scipy.signal.lfilter(self.theta_b, self.theta_a, white[-1:], axis=1,
                                                     zi=self.zi_theta)
-        # order matches the mixing rows: global, locals..., theta, common mode
-        return np.vstack([background[:-1], theta * self.theta_norm, background[-1:]])
+        regional = np.zeros((len(self.region_gains), n))
+        if self.region_gains:
+            gains = np.asarray(self.region_gains)
+            white_r = self.region_rng.standard_normal((len(self.ar1), len(self.region_gains), n))
+            for k, a in enumerate(self.ar1):
+                y, self.zi_region[k] = scipy.signal.lfilter(
+                    [np.sqrt(1 - a * a)], [1.0, -a], white_r[k], axis=1, zi=self.zi_region[k])
+                regional += gains[:, k:k + 1] * y
+        # order matches the mixing rows: global, locals..., theta, common mode, regions...
+        return np.vstack([background[:-1], theta * self.theta_norm, background[-1:], regional])
 
     def block(self, index: int, latents: np.ndarray) -> np.ndarray:
         """Volts (n, 384) of block ``index`` given its latents (thread-safe: no shared state)."""
@@ -239,6 +300,27 @@ class _Generator:
             t = (index * BLOCK_SAMPLES + np.arange(n)) / self.fs
             x += np.sin(2 * np.pi * self.model.line_freq * t).astype(np.float32)[:, None] * self.line_v
         return x
+
+
+def _region_masks(region_ids: Sequence[int]) -> list[tuple[RegionSignature, np.ndarray]]:
+    """(signature, channel weight in [0, 1]) of every tabulated Beryl region among ``region_ids``.
+
+    The weight is the region's indicator smoothed with a Hann kernel of :data:`_REGION_EDGE_CHANNELS`, so a
+    boundary is a 100-µm cross-fade rather than a step between two neighbouring sites.
+    """
+    if not region_ids:
+        return []
+    from ibl_ephys_data.atlas import brain_regions
+
+    ids = np.asarray(region_ids, dtype=np.int64)
+    beryl = np.asarray(brain_regions().id2acronym(np.abs(ids), mapping="Beryl")).astype(str)
+    kernel = np.hanning(_REGION_EDGE_CHANNELS + 2)[1:-1]
+    kernel /= kernel.sum()
+    out = []
+    for name in sorted(set(beryl) & set(REGION_SIGNATURES)):
+        inside = (beryl == name).astype(np.float64)
+        out.append((REGION_SIGNATURES[name], np.convolve(inside, kernel, mode="same")))
+    return out
 
 
 def quantise(volts: np.ndarray, volts_per_bit: float = NP1_LF_VOLTS_PER_BIT,
@@ -328,7 +410,7 @@ def write_lf_cbin(
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
-    _logger.info("wrote %s (%d samples, %.1f s, %.1f MB)", paths["cbin"], bounds[-1], bounds[-1] / fs,
+    logger.info("wrote %s (%d samples, %.1f s, %.1f MB)", paths["cbin"], bounds[-1], bounds[-1] / fs,
                  offsets[-1] / 1e6)
     return paths["cbin"]
 

@@ -222,7 +222,7 @@ def _write_raw_lf(raw: Path, ins: DemoInsertion, atlas_id: np.ndarray, seconds: 
     plant = artifact_transform(ins.artifact, fs=LF_FS, seconds=seconds, pickup=pickup) if ins.artifact else None
     cbin = signals.write_demo_lf(
         raw, stem=stem, n_seconds=seconds, fs=LF_FS, seed=seed, dead=planted["dead"],
-        noisy=planted["noisy"], n_outside=n_outside, transform=plant,
+        noisy=planted["noisy"], n_outside=n_outside, transform=plant, region_ids=tuple(atlas_id.tolist()),
     )
     files = [cbin, cbin.with_suffix(".ch"), cbin.with_suffix(".meta")]
     # probe clock -> session clock: samples of the AP clock (30 kHz) against session seconds

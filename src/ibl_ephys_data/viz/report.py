@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.io as pio
 import plotly.offline
 
+from ibl_ephys_data.baseline.report import baseline_section
 from ibl_ephys_data.coverage import channels_per_region, import_summary, regions_in_one_source
 from ibl_ephys_data.errors import command_hint
 from ibl_ephys_data.viz.figures.common import (
@@ -318,7 +319,7 @@ def write_report(
             body.append(_index_table(table, pages))
         body += [trajectories, _overview_section(overview),
                  _coverage_section(tables["coverage"], tmp / "figures" / "overview", formats, imports),
-                 _data_card_section(ws), _inputs_section(ws)]
+                 baseline_section(ws, tmp), _data_card_section(ws), _inputs_section(ws)]
         head = '<script src="plotly.min.js"></script>\n' if has_3d else ""
         (tmp / "index.html").write_text(page("ibl-ephys-data report", "\n".join(body), head=head),
                                         encoding="utf-8")
