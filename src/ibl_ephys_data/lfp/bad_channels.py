@@ -18,7 +18,6 @@ import scipy.stats
 from ibldsp.voltage import detect_bad_channels
 
 from ibl_ephys_data.lfp.destripe import n_data_channels, raw_channel_indices, read_volts
-from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS as COLUMNS
 from ibl_ephys_data.workspace.schema import BAD_CHANNEL_LABELS
 
 _logger = logging.getLogger(__name__)
