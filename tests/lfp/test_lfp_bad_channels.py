@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ibl_ephys_data.lfp.bad_channels import COLUMNS, batch_starts, detect_channel_labels
+from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS as COLUMNS
 
 
 class RecordingReader:

@@ -16,7 +16,6 @@ import pandas as pd
 import zarr
 from one.api import One
 
-from ibl_ephys_data.lfp.bad_channels import COLUMNS as BAD_CHANNEL_COLUMNS
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
 from ibl_ephys_data.lfp.destripe import default_pad_seconds
 from ibl_ephys_data.lfp.store import process_insertion
@@ -24,6 +23,7 @@ from ibl_ephys_data.lfp.stream import ChunkCachedStreamer, open_lf_reader
 from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, snippet_windows
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS
 
 logger = logging.getLogger(__name__)
 STAGE = "lfp"
