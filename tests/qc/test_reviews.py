@@ -109,3 +109,22 @@ def test_corrupt_reviews_file_names_the_line(workspace):
         f.write('{"pid": "x", "verdict": "PASS"}\n{not json\n')
     with pytest.raises(ValueError, match=r"reviews.jsonl line 2 lacks \['time', 'reviewer', 'reason'\]"):
         read_reviews(workspace)
+
+
+def test_review_validates_before_it_writes(workspace):
+    add_review(workspace, PIDS[0], "PASS", "fine", "ada")
+    good = workspace.qc_reviews.read_bytes()
+    workspace.qc_reviews.write_bytes(good + b'{"time": "2026-03-01T12:00')  # a line cut by a kill
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        add_review(workspace, PIDS[1], "PASS", "retry", "ada")
+    assert workspace.qc_reviews.read_bytes() == good + b'{"time": "2026-03-01T12:00'
+    workspace.qc_reviews.write_bytes(good)
+    workspace.manifest_path.write_text("{not json")
+    with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
+        add_review(workspace, PIDS[1], "PASS", "retry", "ada")
+    assert workspace.qc_reviews.read_bytes() == good  # nothing stored, so a retry cannot duplicate it
+    workspace.manifest_path.unlink()
+    workspace.qc_reviews.write_bytes(good.rstrip(b"\n"))  # a hand edit dropped the last newline
+    add_review(workspace, PIDS[1], "FAIL", "own line", "ada")
+    assert [json.loads(line)["reason"] for line in workspace.qc_reviews.read_text().splitlines()] == ["fine",
+                                                                                                  "own line"]

@@ -44,11 +44,18 @@ def add_review(workspace: Workspace | str | os.PathLike, pid: str, verdict: str,
     when = (time or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
     record = {"time": when, "reviewer": reviewer.strip(), "verdict": verdict_u,
               "reason": " ".join(reason.split()), "pid": str(pid)}
+    # validate everything the review touches before writing anything: a torn reviews file or a corrupt
+    # manifest is reported with nothing stored, so a retry cannot duplicate the review
+    read_reviews(ws.qc_reviews)
+    ws.read_manifest()
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     ws.qc_reviews.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ws.qc_reviews, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(ws.qc_reviews, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a kill: start on a line of our own
+            line = b"\n" + line
+        os.write(fd, line)  # one write of a whole line on an O_APPEND file: never interleaved
         os.fsync(fd)
     finally:
         os.close(fd)
