@@ -116,7 +116,7 @@ def lfp(
     snippets: Annotated[int, typer.Option("--snippets", help="IBL snippet scheme: number of snippets.")] = 4,
     snippet_seconds: Annotated[float, typer.Option("--snippet-seconds", help="Length of each snippet.")] = 60.0,
     fs: Annotated[float, typer.Option("--fs", help="Output sampling rate (Hz).")] = 1250.0,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="int16 (scaled, compact), float32 or float16.")] = "int16",
     full_download: Annotated[bool, typer.Option("--full-download", help="Download whole .cbin files.")] = False,
     clean_cache: Annotated[bool, typer.Option("--clean-cache", help="Delete streamed chunks afterwards.")] = False,
     scheduler: Annotated[str | None, typer.Option(
@@ -130,8 +130,10 @@ def lfp(
     from ibl_ephys_data.lfp.stage import LfpOptions, parse_window, run_lfp
     from ibl_ephys_data.lfp.stream import clear_stream_cache
 
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"--dtype {dtype!r}: use float32 or float16")
+    from ibl_ephys_data.errors import check_option
+    from ibl_ephys_data.workspace.lfp_store import DTYPES
+
+    check_option("--dtype", dtype, DTYPES)
     options = LfpOptions(windows=tuple(parse_window(w) for w in window or []), n_snippets=snippets,
                          snippet_seconds=snippet_seconds, fs_out=fs, dtype=dtype, full_download=full_download)
     ws = open_workspace(workspace)

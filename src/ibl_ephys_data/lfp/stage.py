@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import zarr
 from one.api import One
 
 from ibl_ephys_data.ibl import Connection, save_one_cache
@@ -25,6 +24,7 @@ from ibl_ephys_data.lfp.stream import ChunkCachedStreamer, open_lf_reader
 from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, snippet_windows
 from ibl_ephys_data.scale import open_with_retries, run_on_dask
 from ibl_ephys_data.workspace import Workspace, run_per_pid, write_parquet
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 AP_FS_PER_LF_FS = 12  # IBL's timestamps files count samples of the 30 kHz AP clock
 
@@ -37,7 +37,7 @@ class LfpOptions:
     n_snippets: int = 4
     snippet_seconds: float = 60.0
     fs_out: float = 1250.0
-    dtype: str = "float32"
+    dtype: str = "int16"  # storage encoding, see workspace/lfp_store.py
     n_batches: int = 10
     batch_seconds: float = 4.0
     full_download: bool = field(default=False, compare=False)
@@ -61,12 +61,8 @@ def parse_window(text: str) -> tuple[float, float]:
 
 
 def is_done(zarr_root: Path, pid: str, options: LfpOptions) -> bool:
-    """Finished with the same options? Decided from the group's attrs alone (no network)."""
-    path = Path(zarr_root) / pid
-    if not (path / ".zattrs").exists():
-        return False
-    attrs = zarr.open_group(str(path), mode="r").attrs
-    return attrs.get("complete") is True and attrs.get("params", {}).get("spec") == options.spec()
+    """Finished with the same options and intact (`LfpStore.is_done`)? Decided locally (no network)."""
+    return LfpStore(zarr_root).is_done(pid, options.spec())
 
 
 def _time_fn(one: One, eid: str, probe: str, fs: float):
