@@ -127,10 +127,9 @@ def lfp(
     http_data_server: DataServerOpt = None,
 ) -> None:
     """Stream raw LF, detect bad channels, destripe and decimate -> lfp.zarr/<pid>/."""
+    from ibl_ephys_data.errors import check_option
     from ibl_ephys_data.lfp.stage import LfpOptions, parse_window, run_lfp
     from ibl_ephys_data.lfp.stream import clear_stream_cache
-
-    from ibl_ephys_data.errors import check_option
     from ibl_ephys_data.workspace.lfp_store import DTYPES
 
     check_option("--dtype", dtype, DTYPES)

@@ -46,6 +46,7 @@ from ibl_ephys_data.dataset.splits import (
 )
 from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +84,8 @@ def _revisions(ws: Workspace, layouts: dict[str, LfpLayout]) -> dict[str, str]:
                     found[name] = str(v)
 
     walk({s: v.get("parameters", {}) for s, v in ws.read_manifest().get("stages", {}).items()}, "")
-    import zarr
-
     for pid in list(layouts)[:1]:
-        walk({"lfp.params": dict(zarr.open_group(str(ws.lfp / pid), mode="r").attrs).get("params", {})}, "")
+        walk({"lfp.params": LfpStore(ws.lfp).attrs(pid).get("params", {})}, "")
     return found
 
 
@@ -279,7 +278,7 @@ def export_dataset(
         }
         write_json(splits_json, tmp / "splits.json")
         write_text(render_card(summary), tmp / "DATA_CARD.md")
-        problems = verify(tmp, catalog=ws.catalog)
+        problems = verify(tmp, catalog=ws.catalog, storage=False)  # the split only; lfp.zarr is not written here
         if problems:
             raise LeakageError(f"the exported split leaks, nothing written: {' | '.join(problems)}")
     for pid, why in missing.items():

@@ -24,7 +24,6 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-import zarr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
@@ -34,6 +33,7 @@ from scipy import signal
 from ibl_ephys_data.atlas import BREGMA_CCF_UM, brain_regions, xyz_to_ccf_um
 from ibl_ephys_data.coverage import overlay_channels
 from ibl_ephys_data.workspace import Workspace, atomic_path
+from ibl_ephys_data.workspace.lfp_store import LfpInsertion, LfpStore
 
 logger = logging.getLogger(__name__)
 
@@ -608,21 +608,20 @@ def _pid_rows(df: pd.DataFrame | None, pid: str) -> pd.DataFrame | None:
     return rows if len(rows) else None
 
 
-def _open_lfp(ws: Workspace, pid: str) -> tuple[Any, str]:
+def _open_lfp(ws: Workspace, pid: str) -> tuple[LfpInsertion | None, str]:
+    store = LfpStore(ws.lfp)
     if not ws.lfp.exists():
         return None, "lfp.zarr is missing: run the lfp stage"
-    root = zarr.open_group(str(ws.lfp), mode="r")
-    if pid not in root:
+    if store.kind(pid) is None:
         return None, f"lfp.zarr has no group for {pid}"
-    group = root[pid]
-    if "lfp" not in group or "fs" not in group.attrs:
-        return None, f"lfp.zarr/{pid} has no 'lfp' array or no 'fs' attribute"
-    return group, ""
+    if store.attrs(pid).get("complete") is not True or "fs" not in store.attrs(pid):
+        return None, f"lfp.zarr/{pid} is incomplete or has no 'fs' attribute"
+    return store.open(pid), ""
 
 
-def _first_window(group: Any) -> tuple[int, int, float]:
-    windows = group.attrs.get("windows") or []
-    n_total = group["lfp"].shape[1]
+def _first_window(group: LfpInsertion) -> tuple[int, int, float]:
+    windows = group.windows
+    n_total = group.shape[1]
     if not windows:
         return 0, n_total, 0.0
     w = windows[0]
@@ -679,7 +678,7 @@ def write_insertion_figures(
 def _lfp_figures(
     ws: Workspace,
     pid: str,
-    group: Any,
+    group: LfpInsertion,
     channels: pd.DataFrame | None,
     out_dir: Path,
     formats: Sequence[str],
@@ -687,16 +686,16 @@ def _lfp_figures(
     psd_s: float,
     result: FigureSet,
 ) -> None:
-    fs = float(group.attrs["fs"])
+    fs = group.fs
     start, stop, t_start = _first_window(group)
-    common_mode = group["common_mode"][start:stop] if "common_mode" in group else None
+    common_mode = group.common_mode(slice(start, stop)) if (group.path / "common_mode").is_dir() else None
     intervals = common_mode_bursts(common_mode, fs, t0=t_start) if common_mode is not None else None
     n_snap = int(min(stop - start, round(snapshot_s * fs)))
     first = start
     if intervals is not None and len(intervals):
         centre = int(round((float(intervals["start_s"].iloc[0]) - t_start) * fs)) + start
         first = int(np.clip(centre - n_snap // 2, start, stop - n_snap))
-    lfp = np.asarray(group["lfp"][:, first:first + n_snap], dtype=float)
+    lfp = np.asarray(group.lfp(samples=slice(first, first + n_snap)), dtype=float)
     if common_mode is None:
         result.missing["lfp_snapshot"] = f"lfp.zarr/{pid} has no common_mode to rebuild the raw signal from"
     else:
@@ -711,7 +710,8 @@ def _lfp_figures(
         by_raw = channels.drop_duplicates("raw_ind").set_index("raw_ind")["axial_um"]
         mapped = pd.Series(raw_ind).map(by_raw)
         depth = mapped.to_numpy(dtype=float) if mapped.notna().all() else None
-    fig = psd_heatmap_figure(group["lfp"][:, start:start + n_psd], fs, depth_um=depth, title=f"PSD {pid}")
+    fig = psd_heatmap_figure(group.lfp(samples=slice(start, start + n_psd)), fs, depth_um=depth,
+                             title=f"PSD {pid}")
     result.paths["psd_heatmap"] = save_figure(fig, out_dir / "psd_heatmap", formats)
 
 

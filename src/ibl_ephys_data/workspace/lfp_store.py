@@ -303,8 +303,9 @@ class ShardReader:
         return index
 
 
-class LegacyReader:
-    """Reads a zarr v2 array of the old layout through zarr, refusing boxes whose chunk files are absent."""
+class ZarrReader:
+    """Reads a 2-D array not written by `InsertionWriter` (the old zarr v2 layout, or a foreign zarr v3
+    array) through zarr, as float32 µV, refusing boxes whose chunk files are absent (zarr would fill them)."""
 
     def __init__(self, path: Path):
         import zarr
@@ -312,16 +313,24 @@ class LegacyReader:
         self.path = Path(path)
         self.array = zarr.open_array(str(path), mode="r")
         self.chunks = self.array.chunks
-        self.sep = json.loads((self.path / ".zarray").read_text()).get("dimension_separator") or "."
+        self.encoding = Encoding.from_attrs(dict(self.array.attrs), self.array.dtype)
+        meta = _array_meta(self.path)
+        if meta.get("zarr_format") == 3:
+            sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+            prefix = "c" + sep if meta["chunk_key_encoding"]["name"] == "default" else ""
+            self._key = lambda ci, cj: f"{prefix}{ci}{sep}{cj}"
+        else:
+            sep = meta.get("dimension_separator") or "."
+            self._key = lambda ci, cj: f"{ci}{sep}{cj}"
 
     def read(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
         cr, cs = self.chunks
         for ci in range(r0 // cr, (r1 - 1) // cr + 1):
             for cj in range(s0 // cs, (s1 - 1) // cs + 1):
-                chunk = self.path / f"{ci}{self.sep}{cj}"
+                chunk = self.path / self._key(ci, cj)
                 if not chunk.is_file():
                     raise DataIntegrityError(f"{chunk} is missing: re-run the lfp stage for this insertion")
-        return np.asarray(self.array[r0:r1, s0:s1], dtype=np.float32)
+        return self.encoding.decode(np.asarray(self.array[r0:r1, s0:s1]))
 
 
 class LfpInsertion:
@@ -350,11 +359,12 @@ class LfpInsertion:
     def shape(self) -> tuple[int, int]:
         return tuple(_array_meta(self.path / "lfp")["shape"])
 
-    def reader(self, name: str = "lfp") -> ShardReader | LegacyReader:
+    def reader(self, name: str = "lfp") -> ShardReader | ZarrReader:
         reader = self._readers.get(name)
         if reader is None:
             path = self.path / name
-            reader = LegacyReader(path) if self.legacy else ShardReader(path, self._cache)
+            fast = not self.legacy and _sharding(_array_meta(path)) is not None
+            reader = ShardReader(path, self._cache) if fast else ZarrReader(path)
             self._readers[name] = reader
         return reader
 
@@ -372,12 +382,10 @@ class LfpInsertion:
         s0, s1, _ = samples.indices(self.shape[1])
         if s1 <= s0:
             return np.zeros(0, dtype=np.float32)
-        if self.legacy:
-            return self.reader("common_mode").array[s0:s1].astype(np.float32)
         import zarr
 
         arr = zarr.open_array(str(self.path / "common_mode"), mode="r")
-        return Encoding.from_attrs(dict(arr.attrs), arr.dtype).decode(arr[s0:s1])
+        return Encoding.from_attrs(dict(arr.attrs), arr.dtype).decode(np.asarray(arr[s0:s1]))
 
     def encoding(self) -> dict:
         """The lfp array's encoding and measured error (``{}`` for the old layout: float32, exact)."""
@@ -431,7 +439,8 @@ class LfpStore:
         """Finished with the options ``spec`` and intact? Missing or short files -> False (recompute).
 
         ``spec`` is compared with the stored ``params["spec"]`` (what the lfp stage records), or with the
-        whole ``params`` of a group written without one (`process_insertion` called directly). An old-layout store whose spec differs only in ``dtype`` counts as done: it is read as it is and
+        whole ``params`` of a group written without one (`process_insertion` called directly).
+        An old-layout store whose spec differs only in ``dtype`` counts as done: it is read as it is and
         `migrate` converts it, never a silent recomputation.
         """
         attrs = self.attrs(pid)
@@ -467,7 +476,8 @@ class LfpStore:
         return LfpInsertion(self, pid, cache)
 
     @contextlib.contextmanager
-    def create(self, pid: str, n_channels: int, n_samples: int, encoding: Encoding) -> Iterator[InsertionWriter]:
+    def create(self, pid: str, n_channels: int, n_samples: int, encoding: Encoding,
+               chunk_samples: int = CHUNK_SAMPLES) -> Iterator[InsertionWriter]:
         """An `InsertionWriter` on a hidden temporary group renamed onto ``<root>/<pid>`` if the block succeeds.
 
         A killed run leaves no ``<pid>`` group (its temporary is removed by the next `create` of that pid).
@@ -476,7 +486,7 @@ class LfpStore:
         for stale in self.root.glob(f".{pid}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         with atomic_path(self.path(pid)) as tmp:
-            yield InsertionWriter(tmp, n_channels, n_samples, encoding)
+            yield InsertionWriter(tmp, n_channels, n_samples, encoding, chunk_samples)
 
     def _ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
