@@ -439,6 +439,29 @@ def demo(
         console.print(line)
 
 
+@app.command()
+@user_errors
+def migrate(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    pids: PidsOpt = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="int16 (scaled, compact), float32 or float16.")] = "int16",
+) -> None:
+    """Convert lfp.zarr insertions of the old layout (zarr v2, float32) to the current one, in place."""
+    from ibl_ephys_data.errors import check_option
+    from ibl_ephys_data.workspace.lfp_store import DTYPES
+    from ibl_ephys_data.workspace.lfp_store import migrate as migrate_store
+
+    check_option("--dtype", dtype, DTYPES)
+    ws = open_workspace(workspace)
+    statuses = migrate_store(ws.lfp, pids=pids or None, dtype=dtype)
+    for pid, status in statuses.items():
+        if status["status"] == "failed":
+            err_console.print(f"[yellow]migrate failed for {pid}:[/yellow] {status['reason']}", highlight=False)
+    _print_statuses(statuses, f"migrate -> {ws.lfp}")
+    if any(s["status"] == "failed" for s in statuses.values()):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="ibl-ephys-data")
 

@@ -190,3 +190,22 @@ def test_old_layout_is_read_as_it_is_and_missing_chunks_raise(tmp_path):
     with pytest.raises(DataIntegrityError, match="1.2 is missing"):
         reader.read(4, 5, 300, 310)
     np.testing.assert_array_equal(reader.read(0, 4, 300, 310), data[0:4, 300:310])
+
+
+def test_a_deleted_shard_raises_in_the_loader_and_is_reported_by_verify(tmp_path):
+    from ibl_ephys_data.dataset import verify
+
+    names = ["b_free1", "b_free3", "b_subj1", "both", "r_new"]
+    ws = build_fake_workspace(tmp_path / "ws", names=names, variants=False)
+    export_dataset(ws, window_seconds=1.0, min_channels=1, val_fraction=0.0)
+    assert verify(ws) == []
+    ds = LfpWindows(ws.root)
+    victim = ds.pids[0]
+    i = next(i for i in range(len(ds)) if ds.location(i)[0] == victim)
+    before = ds[i]["x"]
+    shard = ws.lfp / victim / "lfp" / "c" / "0" / "0"
+    shard.unlink()
+    with pytest.raises(DataIntegrityError, match=str(shard)):
+        LfpWindows(ws.root)[i]
+    assert np.abs(before).max() > 0  # it was real data, not fill zeros
+    assert verify(ws) == [f"{shard} is missing"]
