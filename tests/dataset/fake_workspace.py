@@ -133,11 +133,12 @@ def build_fake_workspace(
     dtype: str = "int16",
     compressor: object | None = None,
     variants: bool = True,
+    legacy: bool = False,
 ) -> Workspace:
     """Write catalog, channels, lfp.zarr and qc files for ``names`` (default: all of `INSERTIONS`).
 
     With ``variants`` one store is in the old layout (zarr v2, Blosc, odd chunks) and one is float16, so the
-    loader's legacy and float paths are exercised as well.
+    loader's legacy and float paths are exercised as well. ``legacy`` writes every store in the old layout.
     """
     import numcodecs
 
@@ -154,12 +155,12 @@ def build_fake_workspace(
     for i, name in enumerate(names):
         pid = pid_of(name)
         if name != "b_nolfp":
-            chunk, typ, comp, legacy = chunks, dtype, compressor, False
+            chunk, typ, comp, old = chunks, dtype, compressor, legacy
             if variants and name == "both":
-                chunk, typ, comp, legacy = (5, 256), "float32", numcodecs.Blosc(cname="zstd", clevel=3), True
+                chunk, typ, comp, old = (5, 256), "float32", numcodecs.Blosc(cname="zstd", clevel=3), True
             if variants and name == "b_free2":
                 typ = "float16"
-            write_lfp(ws, pid, n_channels, list(segments), fs, chunk, typ, comp, seed=i, legacy=legacy)
+            write_lfp(ws, pid, n_channels, list(segments), fs, chunk, typ, comp, seed=i, legacy=old)
         for raw in range(n_channels):
             if name == "b_noqc" or (name, raw) == NO_CHANNEL_QC:
                 continue

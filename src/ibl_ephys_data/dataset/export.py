@@ -89,6 +89,18 @@ def _revisions(ws: Workspace, layouts: dict[str, LfpLayout]) -> dict[str, str]:
     return found
 
 
+def _storage(ws: Workspace, pids: list[str]) -> list[dict]:
+    """How the exported insertions' LFP is stored: per encoding, insertions, µV per unit, worst RMS error."""
+    store = LfpStore(ws.lfp)
+    groups: dict[tuple, list[float]] = {}
+    for pid in pids:
+        enc = store.open(pid).encoding()
+        key = (enc.get("dtype", "float32 (old layout)"), enc.get("scale", 1.0))
+        groups.setdefault(key, []).append(float(enc.get("rms_error_rel", 0.0)))
+    return [{"dtype": d, "scale_uv": scale, "insertions": len(errs), "max_rms_error_rel": max(errs)}
+            for (d, scale), errs in sorted(groups.items())]
+
+
 def _verdicts(verdicts: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Final verdict and fired rule ids per pid from qc/verdicts.parquet."""
     if verdicts is None:
@@ -264,6 +276,7 @@ def export_dataset(
             "excluded_channels": {str(k): int(v) for k, v in excluded_ch["reason"].value_counts().items()},
             "dropped_classes": dropped,
             "verified": "yes",
+            "storage": _storage(ws, [p for p, st in statuses.items() if st.get("status") == "done"]),
         }
         splits_json = {
             "parameters": split_parameters(mode, leakage, train_release, test_release, k, val_fraction, seed),

@@ -153,22 +153,23 @@ class InsertionWriter:
     """
 
     def __init__(self, path: Path, n_channels: int, n_samples: int, encoding: Encoding,
-                 chunk_samples: int = CHUNK_SAMPLES):
+                 chunk_samples: int = CHUNK_SAMPLES, blosc: dict | None = None):
         import zarr
         from zarr.codecs import BloscCodec
 
         self.encoding, self.n_samples = encoding, n_samples
         self.shard = shard_samples(n_samples, chunk_samples)
+        codec = BloscCodec(**(blosc or BLOSC))
         self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
         config = {"write_empty_chunks": True}  # every chunk is on disk: an absent one is damage, not zeros
         self.lfp = self.group.create_array(
             "lfp", shape=(n_channels, n_samples), chunks=(1, chunk_samples), shards=(n_channels, self.shard),
-            dtype=encoding.dtype, compressors=BloscCodec(**BLOSC), fill_value=0, config=config)
+            dtype=encoding.dtype, compressors=codec, fill_value=0, config=config)
         cm_chunk = chunk_samples * MIN_SHARD_CHUNKS
         self.common = self.group.create_array(
             "common_mode", shape=(n_samples,), chunks=(cm_chunk,),
             shards=(cm_chunk * math.ceil(max(n_samples, 1) / cm_chunk),), dtype=encoding.dtype,
-            compressors=BloscCodec(**BLOSC), fill_value=0, config=config)
+            compressors=codec, fill_value=0, config=config)
         self.cm = np.zeros(n_samples, dtype=np.float32)
         self.meters = {"lfp": ErrorMeter(), "common_mode": ErrorMeter()}
 
@@ -477,7 +478,7 @@ class LfpStore:
 
     @contextlib.contextmanager
     def create(self, pid: str, n_channels: int, n_samples: int, encoding: Encoding,
-               chunk_samples: int = CHUNK_SAMPLES) -> Iterator[InsertionWriter]:
+               chunk_samples: int = CHUNK_SAMPLES, blosc: dict | None = None) -> Iterator[InsertionWriter]:
         """An `InsertionWriter` on a hidden temporary group renamed onto ``<root>/<pid>`` if the block succeeds.
 
         A killed run leaves no ``<pid>`` group (its temporary is removed by the next `create` of that pid).
@@ -486,7 +487,7 @@ class LfpStore:
         for stale in self.root.glob(f".{pid}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         with atomic_path(self.path(pid)) as tmp:
-            yield InsertionWriter(tmp, n_channels, n_samples, encoding, chunk_samples)
+            yield InsertionWriter(tmp, n_channels, n_samples, encoding, chunk_samples, blosc)
 
     def _ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
