@@ -8,7 +8,7 @@ Why one class: the lfp stage writes the store, and QC figures, the windows index
 Layout (``LAYOUT``): a zarr v3 group per insertion holding ``lfp`` (n_channels, n_samples) and
 ``common_mode`` (n_samples,), both stored as scaled int16 (``µV = stored * scale + offset``; ``scale`` and
 ``offset`` are in each array's attributes) in shards of all channels x ``shard_samples`` samples, inner
-chunks of one channel x ``CHUNK_SAMPLES`` samples, Blosc-zstd with byte shuffle (see docs/scale.md,
+chunks of one channel x ``CHUNK_SAMPLES`` samples, Blosc lz4 with bit shuffle (see docs/scale.md,
 "Storage", for the measurements behind these choices). An insertion is at most ``MAX_FILES`` files.
 
 The int16 step is a fixed fraction of the probe's ADC step (``UNITS_PER_ADC_STEP``): the stored signal is
@@ -47,8 +47,9 @@ DTYPES = ("int16", "float32", "float16")
 CHUNK_SAMPLES = 4096  # inner chunk: 1 channel x 3.3 s at 1250 Hz; a 3-s window decodes 1-2 of them
 MIN_SHARD_CHUNKS = 8  # a shard holds all channels x >= 8 chunks (25 MB of int16 at 384 channels)
 MAX_FILES = 50  # per insertion: 3 zarr.json + 1 common_mode shard + lfp shards
-# zstd: lz4 is faster to decode but only 2.2x smaller than float32 on the benchmark recording (3.1x on the demo)
-BLOSC = {"cname": "zstd", "clevel": 5, "shuffle": "shuffle"}
+# lz4 + bit shuffle: 3.4x smaller than float32 on the demo and the benchmark recording; zstd gains another
+# ~15 % but decodes ~1.6x slower, and decoding is most of the loader's time (bench/bench_storage.py --sweep)
+BLOSC = {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle"}
 # stored units per ADC step of the LF signal, per probe major version. NP1: 10-bit LF at gain 250 -> 4.69 µV
 # steps, /20 -> 0.23 µV units and +-7.7 mV of range (3x the input range). NP2: 14-bit at gain 80 -> 0.95 µV
 # steps, /10 -> 0.095 µV units and +-3.1 mV of range; samples beyond are clipped and counted (n_clipped).
@@ -56,7 +57,7 @@ UNITS_PER_ADC_STEP = {1: 20, 2: 10}
 NOMINAL_STEP_UV = {1: 0.6 / 512 / 250 * 1e6, 2: 0.62 / 8192 / 80 * 1e6}  # range / max int / gain
 MAX_RMS_ERROR = 0.002  # stored vs float32 result, RMS of the error / RMS of the signal
 _INT16_MAX = 32767
-_EMPTY = np.uint64(2**64 - 1)  # shard index entry of a chunk that was never written
+_EMPTY = 2**64 - 1  # shard index entry of a chunk that was never written
 _INDEX_ENTRY = 16  # bytes per chunk in a shard index: offset and length, uint64 little-endian
 _CRC = 4  # crc32c of the index, after it
 _WARNED: set[Path] = set()  # old-layout groups already announced in this process (one line each)
@@ -283,7 +284,7 @@ class ShardReader:
         self.encoding = Encoding.from_attrs(meta.get("attributes", {}), self.dtype)
         self.per_shard = (self.shards[0] // self.chunks[0], self.shards[1] // self.chunks[1])
         self.cache = cache if cache is not None else ChunkCache()
-        self._index: dict[tuple[int, int], np.ndarray] = {}
+        self._index: dict[tuple[int, int], list] = {}
         self._fds: dict[tuple[int, int], int] = {}
         self._id = str(self.path)
 
@@ -319,18 +320,20 @@ class ShardReader:
         if chunk is not None:
             return chunk
         si, sj = ci // self.per_shard[0], cj // self.per_shard[1]
-        offset, n = self._shard_index((si, sj))[ci % self.per_shard[0], cj % self.per_shard[1]]
+        index = self._index.get((si, sj)) or self._shard_index((si, sj))
+        offset, n = index[ci % self.per_shard[0]][cj % self.per_shard[1]]
         if offset == _EMPTY:
             raise DataIntegrityError(f"{self._shard_path(si, sj)} has no chunk ({ci}, {cj}): "
                                      "re-run the lfp stage for this insertion")
-        data = os.pread(self._fds[(si, sj)], int(n), int(offset))
+        data = os.pread(self._fds[(si, sj)], n, offset)
         chunk = np.frombuffer(blosc.decompress(data), dtype=self.dtype).reshape(self.chunks)
         return self.cache.add(key, chunk)
 
     def _shard_path(self, si: int, sj: int) -> Path:
         return self.path / "c" / str(si) / str(sj)
 
-    def _shard_index(self, shard: tuple[int, int]) -> np.ndarray:
+    def _shard_index(self, shard: tuple[int, int]) -> list:
+        """The (offset, nbytes) of every chunk of ``shard`` as nested lists (cheaper to index than numpy)."""
         index = self._index.get(shard)
         if index is None:
             path = self._shard_path(*shard)
@@ -342,8 +345,8 @@ class ShardReader:
             if why:
                 os.close(fd)
                 raise DataIntegrityError(f"{path} {why}: re-run the lfp stage for this insertion")
-            self._fds[shard], self._index[shard] = fd, index
-        return index
+            self._fds[shard], self._index[shard] = fd, index.tolist()
+        return self._index[shard]
 
 
 class ZarrReader:
