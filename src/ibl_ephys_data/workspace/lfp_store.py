@@ -253,6 +253,8 @@ class ChunkCache:
         return self.decoded.get(key)
 
     def add(self, key: tuple, chunk: np.ndarray) -> np.ndarray:
+        if self.cache_bytes <= 0:
+            return chunk
         self.decoded[key] = chunk
         self.n_bytes += chunk.nbytes
         while self.n_bytes > self.cache_bytes and len(self.decoded) > 1:
@@ -282,6 +284,7 @@ class ShardReader:
         self.chunks = tuple(spec["chunk_shape"])
         self.dtype = np.dtype(meta["data_type"])
         self.encoding = Encoding.from_attrs(meta.get("attributes", {}), self.dtype)
+        self._scale = np.float32(self.encoding.scale)
         self.per_shard = (self.shards[0] // self.chunks[0], self.shards[1] // self.chunks[1])
         self.cache = cache if cache is not None else ChunkCache()
         self._index: dict[tuple[int, int], list] = {}
@@ -294,18 +297,24 @@ class ShardReader:
                 os.close(fd)
 
     def read(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
-        """``array[r0:r1, s0:s1]`` as float32 µV."""
-        return self.encoding.decode(self.read_stored(r0, r1, s0, s1))
+        """``array[r0:r1, s0:s1]`` as float32 µV (converted while copying out of the chunks: one pass)."""
+        out = self.read_stored(r0, r1, s0, s1, np.float32)
+        if self.encoding.dtype == "int16":
+            out *= self._scale
+            if self.encoding.offset:
+                out += np.float32(self.encoding.offset)
+        return out
 
-    def read_stored(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
-        """``array[r0:r1, s0:s1]`` as stored (int16 or float)."""
+    def read_stored(self, r0: int, r1: int, s0: int, s1: int, dtype: Any = None) -> np.ndarray:
+        """``array[r0:r1, s0:s1]`` as stored (int16 or float), or cast to ``dtype`` (a new array)."""
         if not (0 <= r0 < r1 <= self.shape[0] and 0 <= s0 < s1 <= self.shape[1]):
             raise IndexError(f"box [{r0}:{r1}, {s0}:{s1}] outside {self.path} of shape {self.shape}")
         cr, cs = self.chunks
         ci0, ci1, cj0, cj1 = r0 // cr, (r1 - 1) // cr, s0 // cs, (s1 - 1) // cs
         if ci0 == ci1 and cj0 == cj1:
-            return self._chunk(ci0, cj0)[r0 - ci0 * cr:r1 - ci0 * cr, s0 - cj0 * cs:s1 - cj0 * cs]
-        out = np.empty((r1 - r0, s1 - s0), dtype=self.dtype)
+            box = self._chunk(ci0, cj0)[r0 - ci0 * cr:r1 - ci0 * cr, s0 - cj0 * cs:s1 - cj0 * cs]
+            return box if dtype is None else box.astype(dtype)
+        out = np.empty((r1 - r0, s1 - s0), dtype=self.dtype if dtype is None else dtype)
         for ci in range(ci0, ci1 + 1):
             a0, a1 = max(r0, ci * cr), min(r1, (ci + 1) * cr)
             for cj in range(cj0, cj1 + 1):
