@@ -112,7 +112,7 @@ def write_lfp(ws: Workspace, pid: str, n_channels: int, segments: list[tuple[int
         group = zarr.open_group(str(ws.lfp / pid), mode="w", zarr_format=2)
         group.create_array("lfp", data=data.astype(dtype), chunks=chunks, compressors=compressor)
         group.create_array("common_mode", data=np.zeros(n_samples, np.float32), chunks=(chunks[1],),
-                           compressors=None)
+                           compressors=None, config={"write_empty_chunks": True})  # as zarr 2 wrote them
         group.attrs.update({**attrs, "complete": True})
         return data.astype(dtype).astype(np.float32)
     encoding = Encoding.for_probe(dtype, 1)

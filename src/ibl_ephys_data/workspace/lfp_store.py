@@ -315,6 +315,14 @@ class ShardReader:
             box = self._chunk(ci0, cj0)[r0 - ci0 * cr:r1 - ci0 * cr, s0 - cj0 * cs:s1 - cj0 * cs]
             return box if dtype is None else box.astype(dtype)
         out = np.empty((r1 - r0, s1 - s0), dtype=self.dtype if dtype is None else dtype)
+        if ci0 == ci1:  # one row of chunks (single-channel windows): no per-chunk row arithmetic
+            rows, pos = slice(r0 - ci0 * cr, r1 - ci0 * cr), 0
+            for cj in range(cj0, cj1 + 1):
+                a = s0 - cj * cs if cj == cj0 else 0
+                b = s1 - cj * cs if cj == cj1 else cs
+                out[:, pos:pos + b - a] = self._chunk(ci0, cj)[rows, a:b]
+                pos += b - a
+            return out
         for ci in range(ci0, ci1 + 1):
             a0, a1 = max(r0, ci * cr), min(r1, (ci + 1) * cr)
             for cj in range(cj0, cj1 + 1):
