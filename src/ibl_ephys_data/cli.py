@@ -196,7 +196,7 @@ def lfp(
     snippets: Annotated[int, typer.Option("--snippets", help="IBL snippet scheme: number of snippets.")] = 4,
     snippet_seconds: Annotated[float, typer.Option("--snippet-seconds", help="Length of each snippet.")] = 60.0,
     fs: Annotated[float, typer.Option("--fs", help="Output sampling rate (Hz).")] = 1250.0,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="int16 (scaled, compact), float32 or float16.")] = "int16",
     full_download: Annotated[bool, typer.Option("--full-download", help="Download whole .cbin files.")] = False,
     clean_cache: Annotated[bool, typer.Option("--clean-cache", help="Delete streamed chunks afterwards.")] = False,
     scheduler: SchedulerOpt = None,
@@ -210,8 +210,9 @@ def lfp(
     """Stream raw LF, detect bad channels, destripe and decimate -> lfp.zarr/<pid>/."""
     from ibl_ephys_data.errors import check_option
     from ibl_ephys_data.lfp.stage import LfpOptions, parse_window
+    from ibl_ephys_data.workspace.lfp_store import DTYPES
 
-    check_option("--dtype", dtype, ("float32", "float16"))
+    check_option("--dtype", dtype, DTYPES)
     options = LfpOptions(windows=tuple(parse_window(w) for w in window or []), n_snippets=snippets,
                          snippet_seconds=snippet_seconds, fs_out=fs, dtype=dtype, full_download=full_download)
     try:
@@ -577,6 +578,27 @@ def demo(
     ws = open_workspace(out)
     result = run_demo(ws, seconds=seconds, store_only=store_only, console=console, scheduler=scheduler)
     _finish_run(result)
+
+
+@app.command()
+@user_errors
+def migrate(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    pids: PidsOpt = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="int16 (scaled, compact), float32 or float16.")] = "int16",
+) -> None:
+    """Convert lfp.zarr insertions of the old layout (zarr v2, float32) to the current one, in place."""
+    from ibl_ephys_data.errors import check_option
+    from ibl_ephys_data.workspace.lfp_store import DTYPES
+    from ibl_ephys_data.workspace.lfp_store import migrate as migrate_store
+
+    check_option("--dtype", dtype, DTYPES)
+    from ibl_ephys_data.pipeline import StageResult, validate_pids
+
+    ws = open_workspace(workspace)
+    with ws.lock():
+        statuses = migrate_store(ws.lfp, pids=validate_pids(pids) or None, dtype=dtype)
+    finish(StageResult("migrate", statuses), f"migrate -> {ws.lfp}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

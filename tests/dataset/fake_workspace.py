@@ -19,6 +19,7 @@ import zarr
 from iblatlas.regions import BrainRegions
 
 from ibl_ephys_data.workspace import Workspace, write_parquet
+from ibl_ephys_data.workspace.lfp_store import Encoding, LfpStore
 
 # name: (releases, subject, session, lab)
 INSERTIONS = {
@@ -93,21 +94,33 @@ def channels_table(name: str, n_channels: int = 24) -> pd.DataFrame:
 
 
 def write_lfp(ws: Workspace, pid: str, n_channels: int, segments: list[tuple[int, int]], fs: float,
-              chunks: tuple[int, int], dtype: str, compressor: object | None, seed: int) -> np.ndarray:
+              chunks: tuple[int, int], dtype: str, compressor: object | None, seed: int,
+              legacy: bool = False) -> np.ndarray:
+    """One insertion's store through `LfpStore` (``chunks[1]`` samples per inner chunk), or with ``legacy``
+    the old zarr v2 layout (``chunks``, ``compressor``). Returns the float32 µV the store decodes to."""
     n_samples = sum(n for _, n in segments)
-    data = (np.random.default_rng(seed).standard_normal((n_channels, n_samples)) * 50).astype(dtype)
-    group = zarr.open_group(str(ws.lfp / pid), mode="w")
-    group.create_dataset("lfp", data=data, chunks=chunks, compressor=compressor, dtype=dtype)
-    group.create_dataset("common_mode", data=np.zeros(n_samples, np.float32))
-    group.attrs.update({
+    data = (np.random.default_rng(seed).standard_normal((n_channels, n_samples)) * 50).astype(np.float32)
+    attrs = {
         "fs": fs, "units": "uV", "raw_ind": list(range(n_channels)),
         "windows": [{"start_s": 100.0 * i, "stop_s": 100.0 * i + n / fs, "session_start_s": 100.0 * i,
                      "session_stop_s": 100.0 * i + n / fs, "offset": off, "n_samples": n}
                     for i, (off, n) in enumerate(segments)],
         "params": {"destripe": "ibldsp.voltage.destripe_lfp", "revision": "2024-05-06"},
-        "versions": {}, "complete": True,
-    })
-    return data
+        "versions": {},
+    }
+    if legacy:
+        group = zarr.open_group(str(ws.lfp / pid), mode="w", zarr_format=2)
+        group.create_array("lfp", data=data.astype(dtype), chunks=chunks, compressors=compressor)
+        group.create_array("common_mode", data=np.zeros(n_samples, np.float32), chunks=(chunks[1],),
+                           compressors=None, config={"write_empty_chunks": True})  # as zarr 2 wrote them
+        group.attrs.update({**attrs, "complete": True})
+        return data.astype(dtype).astype(np.float32)
+    encoding = Encoding.for_probe(dtype, 1)
+    with LfpStore(ws.lfp).create(pid, n_channels, n_samples, encoding, chunk_samples=chunks[1]) as out:
+        for start in range(0, n_samples, out.shard):
+            out.write_lfp(start, data[:, start:start + out.shard])
+        out.finish(attrs)
+    return encoding.decode(encoding.encode(data)[0])
 
 
 def build_fake_workspace(
@@ -116,15 +129,16 @@ def build_fake_workspace(
     n_channels: int = 24,
     fs: float = 250.0,
     segments: tuple[tuple[int, int], ...] = ((0, 1000), (1000, 750)),
-    chunks: tuple[int, int] = (8, 300),
-    dtype: str = "float32",
+    chunks: tuple[int, int] = (1, 300),
+    dtype: str = "int16",
     compressor: object | None = None,
     variants: bool = True,
+    legacy: bool = False,
 ) -> Workspace:
     """Write catalog, channels, lfp.zarr and qc files for ``names`` (default: all of `INSERTIONS`).
 
-    With ``variants`` one store is Blosc-compressed with odd chunks and one is float16, so the loader's
-    decode and raw paths are both exercised.
+    With ``variants`` one store is in the old layout (zarr v2, Blosc, odd chunks) and one is float16, so the
+    loader's legacy and float paths are exercised as well. ``legacy`` writes every store in the old layout.
     """
     import numcodecs
 
@@ -141,12 +155,12 @@ def build_fake_workspace(
     for i, name in enumerate(names):
         pid = pid_of(name)
         if name != "b_nolfp":
-            chunk, typ, comp = chunks, dtype, compressor
+            chunk, typ, comp, old = chunks, dtype, compressor, legacy
             if variants and name == "both":
-                chunk, comp = (5, 256), numcodecs.Blosc(cname="zstd", clevel=3)
+                chunk, typ, comp, old = (5, 256), "float32", numcodecs.Blosc(cname="zstd", clevel=3), True
             if variants and name == "b_free2":
                 typ = "float16"
-            write_lfp(ws, pid, n_channels, list(segments), fs, chunk, typ, comp, seed=i)
+            write_lfp(ws, pid, n_channels, list(segments), fs, chunk, typ, comp, seed=i, legacy=old)
         for raw in range(n_channels):
             if name == "b_noqc" or (name, raw) == NO_CHANNEL_QC:
                 continue

@@ -6,7 +6,6 @@ import pickle
 import subprocess
 import sys
 
-import numcodecs
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +14,8 @@ from fake_workspace import build_fake_workspace, pid_of
 from scipy.signal import spectrogram
 
 from ibl_ephys_data.dataset import LfpWindows, export_dataset
-from ibl_ephys_data.dataset.loader import ChunkReader, open_reader
+from ibl_ephys_data.errors import DataIntegrityError
+from ibl_ephys_data.workspace.lfp_store import Encoding, LfpStore, ShardReader, ZarrReader
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def ws(tmp_path_factory):
 def test_every_window_equals_the_zarr_slice_and_its_channel_label(ws):
     frame = pd.read_parquet(ws.dataset_dir / "windows.parquet")
     channels = ws.read_channels().set_index(["pid", "raw_ind"])
-    stores = {pid: zarr.open_group(str(ws.lfp / pid), mode="r")["lfp"][:] for pid in frame["pid"].unique()}
+    stores = {pid: _decoded(ws, pid) for pid in frame["pid"].unique()}
     for level, column in (("label", "beryl_acronym"), ("cosmos", "cosmos_acronym"), ("allen", "acronym")):
         ds = LfpWindows(ws.root, level=level)
         assert len(ds) == len(frame)
@@ -44,7 +44,7 @@ def test_every_window_equals_the_zarr_slice_and_its_channel_label(ws):
                                       row["start"] + 250)
             expected_label = channels.loc[(row["pid"], row["raw_ind"]), column]
             assert ds.classes[item["y"]] == item["label"] == expected_label
-    # the three store flavours were all read: raw float32, raw float16, Blosc-compressed with odd chunks
+    # the three store flavours were all read: int16, float16, the old zarr v2 layout (Blosc, odd chunks)
     assert {pid_of("b_free2"), pid_of("both"), pid_of("r_new")} <= set(frame["pid"])
 
 
@@ -113,39 +113,99 @@ def test_torch_is_not_imported_with_the_package():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("kind", ["raw", "blosc", "nested", "fortran", "filters", "missing"])
-def test_chunk_reader_equals_zarr(tmp_path, kind):
-    data = np.random.default_rng(1).standard_normal((13, 1001)).astype(np.float32)
-    kw = {"chunks": (4, 128), "compressor": None}
-    if kind == "blosc":
-        kw["compressor"] = numcodecs.Blosc()
-    if kind == "nested":
-        kw["dimension_separator"] = "/"
-    if kind == "fortran":
-        kw["order"] = "F"
-    if kind == "filters":
-        kw["filters"] = [numcodecs.Shuffle(elementsize=4)]
-    arr = zarr.open_array(str(tmp_path / "lfp"), mode="w", shape=data.shape, dtype="f4", fill_value=-7.0,
-                          **kw)
-    arr[:] = data
-    if kind == "missing":
-        (tmp_path / "lfp" / "1.2").unlink()
-        data[4:8, 256:384] = -7.0
-    reader = open_reader(tmp_path / "lfp")
-    assert isinstance(reader, ChunkReader) and reader.raw == (kind in ("raw", "nested", "missing"))
+def _decoded(ws, pid):
+    """The whole lfp array of ``pid`` in float32 µV, decoded through zarr itself and the stored scale."""
+    arr = zarr.open_group(str(ws.lfp / pid), mode="r")["lfp"]
+    return Encoding.from_attrs(dict(arr.attrs), arr.dtype).decode(arr[:])
+
+
+def _store(tmp_path, data, dtype="int16", chunk_samples=128):
+    store = LfpStore(tmp_path / "lfp.zarr")
+    encoding = Encoding.for_probe(dtype, 1)
+    with store.create("p", data.shape[0], data.shape[1], encoding, chunk_samples=chunk_samples) as out:
+        for start in range(0, data.shape[1], out.shard):
+            out.write_lfp(start, data[:, start:start + out.shard])
+        out.finish({"fs": 250.0, "raw_ind": list(range(data.shape[0]))})
+    return store
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32", "float16"])
+def test_shard_reader_equals_zarr(tmp_path, dtype):
+    data = (np.random.default_rng(1).standard_normal((13, 2001)) * 80).astype(np.float32)
+    store = _store(tmp_path, data, dtype)
+    arr = zarr.open_array(str(store.path("p") / "lfp"), mode="r")
+    assert arr.shards == (13, 128 * 8) and arr.chunks == (1, 128)  # 2 shards, the last one partial
+    reader = store.open("p").reader()
+    assert isinstance(reader, ShardReader)
     rng = np.random.default_rng(2)
     for _ in range(200):
-        r0, s0 = rng.integers(0, 13), rng.integers(0, 1001)
-        r1, s1 = rng.integers(r0 + 1, 14), rng.integers(s0 + 1, 1002)
-        np.testing.assert_array_equal(reader.read(r0, r1, s0, s1), arr[r0:r1, s0:s1])
-    np.testing.assert_array_equal(reader.read(0, 13, 0, 1001), data)
+        r0, s0 = rng.integers(0, 13), rng.integers(0, 2001)
+        r1, s1 = rng.integers(r0 + 1, 14), rng.integers(s0 + 1, 2002)
+        np.testing.assert_array_equal(reader.read_stored(r0, r1, s0, s1), arr[r0:r1, s0:s1])
+    decoded = reader.read(0, 13, 0, 2001)
+    np.testing.assert_array_equal(decoded, Encoding.from_attrs(dict(arr.attrs), arr.dtype).decode(arr[:]))
+    # int16 rounds to the grid (half a unit at most); float16 keeps 11 significant bits (relative 2**-11)
+    tol = {"int16": arr.attrs["scale"] / 2 * (1 + 1e-6), "float32": 0.0, "float16": 2.0**-11 * 400}[dtype]
+    assert np.abs(decoded - data).max() <= tol
     with pytest.raises(IndexError, match="outside"):
         reader.read(0, 14, 0, 10)
 
 
-def test_stores_that_are_not_directories_go_through_zarr(tmp_path):
-    data = np.arange(40 * 7, dtype=np.float32).reshape(7, 40)
-    zarr.save_array(str(tmp_path / "lfp.zip"), data, chunks=(2, 16))
-    reader = open_reader(tmp_path / "lfp.zip")
-    assert not isinstance(reader, ChunkReader)
-    np.testing.assert_array_equal(reader.read(1, 4, 5, 30), data[1:4, 5:30])
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "index"])
+def test_damaged_shards_are_named_never_zeros(tmp_path, damage):
+    data = (np.random.default_rng(3).standard_normal((4, 3000)) * 80).astype(np.float32)
+    store = _store(tmp_path, data)
+    shard = store.path("p") / "lfp" / "c" / "0" / "1"  # samples 1024:2048
+    assert store.problems("p") == []
+    if damage == "deleted":
+        shard.unlink()
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-100])
+    else:
+        raw = bytearray(shard.read_bytes())
+        raw[-10] ^= 0xFF  # one byte of the chunk index
+        shard.write_bytes(bytes(raw))
+    (problem,) = store.problems("p")
+    assert str(shard) in problem
+    assert not store.is_done("p", {})
+    reader = store.open("p").reader()
+    np.testing.assert_allclose(reader.read(0, 4, 0, 1000), data[:, :1000], atol=store.open("p").encoding()["scale"])
+    with pytest.raises(DataIntegrityError, match=str(shard)):
+        reader.read(0, 1, 1000, 1100)
+
+
+def test_old_layout_is_read_as_it_is_and_missing_chunks_raise(tmp_path):
+    data = np.random.default_rng(1).standard_normal((13, 1001)).astype(np.float32)
+    group = zarr.open_group(str(tmp_path / "lfp.zarr" / "p"), mode="w", zarr_format=2)
+    group.create_array("lfp", data=data, chunks=(4, 128), compressors=None)
+    group.create_array("common_mode", data=data[0], chunks=(128,), compressors=None)
+    group.attrs.update({"fs": 250.0, "raw_ind": list(range(13)), "complete": True})
+    store = LfpStore(tmp_path / "lfp.zarr")
+    assert store.kind("p") == "v2" and store.pids() == ["p"] and store.problems("p") == []
+    reader = store.open("p").reader()
+    assert isinstance(reader, ZarrReader)
+    np.testing.assert_array_equal(reader.read(2, 9, 100, 900), data[2:9, 100:900])
+    (tmp_path / "lfp.zarr" / "p" / "lfp" / "1.2").unlink()
+    assert store.problems("p") == [f"{tmp_path / 'lfp.zarr' / 'p' / 'lfp' / '1.2'} is missing"]
+    with pytest.raises(DataIntegrityError, match="1.2 is missing"):
+        reader.read(4, 5, 300, 310)
+    np.testing.assert_array_equal(reader.read(0, 4, 300, 310), data[0:4, 300:310])
+
+
+def test_a_deleted_shard_raises_in_the_loader_and_is_reported_by_verify(tmp_path):
+    from ibl_ephys_data.dataset import verify
+
+    names = ["b_free1", "b_free3", "b_subj1", "both", "r_new"]
+    ws = build_fake_workspace(tmp_path / "ws", names=names, variants=False)
+    export_dataset(ws, window_seconds=1.0, min_channels=1, val_fraction=0.0)
+    assert verify(ws) == []
+    ds = LfpWindows(ws.root)
+    victim = ds.pids[0]
+    i = next(i for i in range(len(ds)) if ds.location(i)[0] == victim)
+    before = ds[i]["x"]
+    shard = ws.lfp / victim / "lfp" / "c" / "0" / "0"
+    shard.unlink()
+    with pytest.raises(DataIntegrityError, match=str(shard)):
+        LfpWindows(ws.root)[i]
+    assert np.abs(before).max() > 0  # it was real data, not fill zeros
+    assert verify(ws) == [f"{shard} is missing"]

@@ -13,6 +13,7 @@ from ibl_ephys_data.demo.run import demo_connection
 from ibl_ephys_data.ibl import Connection
 from ibl_ephys_data.lfp.stage import LfpOptions, run_lfp
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 SECONDS = 24.0
 
@@ -33,7 +34,8 @@ def test_every_insertion_streamed_and_written(lfp_workspace, demo_store):
         # probe -> session clock from the timestamps dataset the store carries (offset + drift)
         np.testing.assert_allclose(window["session_start_s"], 12.3456 + seed, atol=1e-6)
         np.testing.assert_allclose(window["session_stop_s"], 12.3456 + seed + SECONDS * (1 + 1.5e-5), atol=1e-6)
-        rms = float(np.sqrt(np.mean(group["lfp"][100:110, 5000:10000].astype(float) ** 2)))
+        uv = LfpStore(ws.lfp).open(ins.pid).lfp(slice(100, 110), slice(5000, 10000))
+        rms = float(np.sqrt(np.mean(uv.astype(float) ** 2)))
         assert 1 < rms < 1000, rms  # µV, destriped cortex/thalamus LFP
 
 

@@ -9,13 +9,13 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 from browser import Console, chromium
 from matplotlib import image as plt_image
 
 from ibl_ephys_data.viz.markdown import render_markdown
 from ibl_ephys_data.viz.report import insertion_table, write_report
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.lfp_store import Encoding, LfpStore
 
 PIDS = [
     "aaaaaaaa-0000-4000-8000-000000000001",
@@ -91,13 +91,14 @@ def make_workspace(root: Path) -> Workspace:
     n = int(8 * FS)
     common_mode = rng.normal(0, 2, n).astype("float32")
     common_mode[int(3 * FS):int(3.2 * FS)] += 200
-    root_group = zarr.open_group(str(ws.lfp), mode="w")
-    group = root_group.create_group(PIDS[0])
-    group.create_dataset("lfp", data=rng.normal(0, 10, (384, n)).astype("float32"), chunks=(384, 1000))
-    group.create_dataset("common_mode", data=common_mode)
-    group.attrs.update({"fs": FS, "units": "uV", "raw_ind": list(range(384)), "complete": True,
-                        "windows": [{"start_s": 100.0, "stop_s": 108.0, "session_start_s": 100.0,
-                                     "session_stop_s": 108.0, "offset": 0, "n_samples": n}]})
+    with LfpStore(ws.lfp).create(PIDS[0], 384, n, Encoding.for_probe("int16", 1)) as out:
+        lfp = rng.normal(0, 10, (384, n)).astype("float32")
+        for start in range(0, n, out.shard):
+            out.write_lfp(start, lfp[:, start:start + out.shard])
+        out.write_common_mode(0, common_mode)
+        out.finish({"fs": FS, "units": "uV", "raw_ind": list(range(384)),
+                    "windows": [{"start_s": 100.0, "stop_s": 108.0, "session_start_s": 100.0,
+                                 "session_stop_s": 108.0, "offset": 0, "n_samples": n}]})
     (ws.dataset_dir / "splits.json").write_text("{}")
     (ws.dataset_dir / "DATA_CARD.md").write_text(
         "# Data card\n\nWindows of **destriped** LFP, see [splits](splits.json) and [gone](gone.json).\n\n"

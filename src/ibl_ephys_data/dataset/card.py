@@ -111,6 +111,13 @@ def render_card(summary: Mapping[str, Any]) -> str:
             "", f"### Classes with fewer than {p['min_channels']} channels (dropped)", "",
             _table(["class", "channels"], sorted(summary["dropped_classes"].items()))
             if summary["dropped_classes"] else "None.",
+            "", "## Storage", "",
+            "The signal in `lfp.zarr` is stored as `stored * scale_uv` µV; the error is the RMS of (stored - "
+            "float32 destriped result) over the RMS of the signal, measured on every sample when it was written.",
+            "",
+            _table(["dtype", "scale (µV per unit)", "insertions", "max RMS error"],
+                   [(s["dtype"], f"{s['scale_uv']:.4g}", s["insertions"], f"{s['max_rms_error_rel']:.3%}")
+                    for s in summary.get("storage", [])]),
             "", "## Package versions", "",
             _table(["package", "version"], sorted(summary["versions"].items())),
             "", "## Loading", "",

@@ -46,6 +46,7 @@ from ibl_ephys_data.dataset.splits import (
 from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
 from ibl_ephys_data.errors import EmptyResultError
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,21 @@ def _revisions(ws: Workspace, layouts: dict[str, LfpLayout]) -> dict[str, str]:
                     found[name] = str(v)
 
     walk({s: v.get("parameters", {}) for s, v in ws.read_manifest().get("stages", {}).items()}, "")
-    import zarr
-
     for pid in list(layouts)[:1]:
-        walk({"lfp.params": dict(zarr.open_group(str(ws.lfp / pid), mode="r").attrs).get("params", {})}, "")
+        walk({"lfp.params": LfpStore(ws.lfp).attrs(pid).get("params", {})}, "")
     return found
+
+
+def _storage(ws: Workspace, pids: list[str]) -> list[dict]:
+    """How the exported insertions' LFP is stored: per encoding, insertions, µV per unit, worst RMS error."""
+    store = LfpStore(ws.lfp)
+    groups: dict[tuple, list[float]] = {}
+    for pid in pids:
+        enc = store.open(pid).encoding()
+        key = (enc.get("dtype", "float32 (old layout)"), enc.get("scale", 1.0))
+        groups.setdefault(key, []).append(float(enc.get("rms_error_rel", 0.0)))
+    return [{"dtype": d, "scale_uv": scale, "insertions": len(errs), "max_rms_error_rel": max(errs)}
+            for (d, scale), errs in sorted(groups.items())]
 
 
 def _verdicts(verdicts: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -264,6 +275,7 @@ def export_dataset(
             "excluded_channels": {str(k): int(v) for k, v in excluded_ch["reason"].value_counts().items()},
             "dropped_classes": dropped,
             "verified": "yes",
+            "storage": _storage(ws, [p for p, st in statuses.items() if st.get("status") == "done"]),
         }
         splits_json = {
             "parameters": split_parameters(mode, leakage, train_release, test_release, k, val_fraction, seed),
@@ -283,7 +295,7 @@ def export_dataset(
                                    f"{window_seconds}); the existing dataset was kept (pass --force to replace it)")
         write_json(splits_json, tmp / "splits.json")
         write_text(render_card(summary), tmp / "DATA_CARD.md")
-        verify_or_raise(tmp, catalog=ws.catalog)  # raising here leaves nothing written
+        verify_or_raise(tmp, catalog=ws.catalog, storage=False)  # the split only; raising leaves nothing written
     for pid, why in missing.items():
         statuses[pid] = {"status": "skipped", "reason": why}
     for pid in empty:

@@ -4,19 +4,16 @@ It is a plain Python object (``__len__``/``__getitem__`` returning numpy arrays)
 ``torch.utils.data.DataLoader`` without importing torch here: torch stays an optional extra. Stores are
 opened lazily and re-opened after a fork, so each worker has its own file handles and caches.
 
-Reading through ``zarr`` costs ~100 µs of Python per call, more than reading a 3-s single-channel window
-from disk. For stores on a plain directory the loader reads chunk files itself: uncompressed C-order chunks
-with positioned reads of exactly the bytes of the window (like a memmap), compressed or filtered chunks
-through their numcodecs codecs with a per-process LRU cache of decoded chunks. Results equal zarr's reads.
+Reading goes through `LfpStore` (workspace/lfp_store.py), whose `ShardReader` reads the chunks of a window
+itself (zarr's per-call machinery costs more than the read) with a per-process cache of decoded chunks, and
+returns float32 µV. A missing or damaged shard raises `DataIntegrityError` naming the file: never zeros.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from ibl_ephys_data.errors import MissingStageError
+from ibl_ephys_data.workspace.lfp_store import ChunkCache, LfpStore, ShardReader, ZarrReader
 
 logger = logging.getLogger(__name__)
 
@@ -34,142 +34,13 @@ LABEL_COLUMNS = {
 _INDEX_COLUMNS = ["pid", "raw_ind", "row_start", "row_stop", "start", "n_samples", "fs", "split", "fold"]
 
 
-class ChunkCache:
-    """Per-process bounded cache of chunks (oldest out first) shared by the readers of one dataset.
-
-    Raw chunks are memory maps (they cost address space, not memory, so they are bounded by count);
-    decoded chunks are bounded by ``cache_mb``.
-    """
-
-    def __init__(self, cache_mb: float = 256.0, max_maps: int = 8192):
-        self.cache_bytes = int(cache_mb * 2**20)
-        self.max_maps = max_maps
-        self.maps: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.decoded: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.decoded_bytes = 0
-
-    def add(self, key: tuple, chunk: np.ndarray, mapped: bool) -> np.ndarray:
-        if mapped:
-            self.maps[key] = chunk
-            if len(self.maps) > self.max_maps:
-                self.maps.popitem(last=False)
-        else:
-            self.decoded[key] = chunk
-            self.decoded_bytes += chunk.nbytes
-            while self.decoded_bytes > self.cache_bytes and len(self.decoded) > 1:
-                self.decoded_bytes -= self.decoded.popitem(last=False)[1].nbytes
-        return chunk
-
-
-class ChunkReader:
-    """Reads boxes of a 2-D zarr v2 array from its directory, bypassing zarr's per-call machinery.
-
-    Uncompressed C-order chunks are memory-mapped (a read is then a copy, like a memmap); others are
-    decoded with their numcodecs codecs. Missing chunks read as the fill value, as in zarr.
-    """
-
-    def __init__(self, path: Path, cache: ChunkCache | None = None):
-        from zarr.meta import Metadata2
-
-        self.path = Path(path)
-        meta = Metadata2.decode_array_metadata((self.path / ".zarray").read_bytes())
-        self.shape = tuple(meta["shape"])
-        self.chunks = tuple(meta["chunks"])
-        self.dtype = np.dtype(meta["dtype"])
-        self.order = meta["order"]
-        self.fill = 0 if meta["fill_value"] is None else meta["fill_value"]
-        self.sep = meta.get("dimension_separator") or "."
-        if self.sep == "." and not (self.path / "0.0").exists() and (self.path / "0" / "0").is_file():
-            self.sep = "/"  # a nested store written without recording its separator
-        self.compressor = _codec(meta["compressor"])
-        self.filters = [_codec(f) for f in meta["filters"] or []]
-        self.raw = self.compressor is None and not self.filters and self.order == "C"
-        self.cache = cache if cache is not None else ChunkCache()
-        self._cached = self.cache.maps if self.raw else self.cache.decoded
-        self._id = str(self.path)
-
-    def read(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
-        """``array[r0:r1, s0:s1]`` in the store's dtype."""
-        if not (0 <= r0 < r1 <= self.shape[0] and 0 <= s0 < s1 <= self.shape[1]):
-            raise IndexError(f"box [{r0}:{r1}, {s0}:{s1}] outside {self.path} of shape {self.shape}")
-        cr, cs = self.chunks
-        ci0, ci1, cj0, cj1 = r0 // cr, (r1 - 1) // cr, s0 // cs, (s1 - 1) // cs
-        if ci0 == ci1 and cj0 == cj1:
-            return self._chunk(ci0, cj0)[r0 - ci0 * cr:r1 - ci0 * cr, s0 - cj0 * cs:s1 - cj0 * cs].copy()
-        out = np.empty((r1 - r0, s1 - s0), dtype=self.dtype)
-        for ci in range(ci0, ci1 + 1):
-            a0, a1 = max(r0, ci * cr), min(r1, (ci + 1) * cr)
-            for cj in range(cj0, cj1 + 1):
-                b0, b1 = max(s0, cj * cs), min(s1, (cj + 1) * cs)
-                out[a0 - r0:a1 - r0, b0 - s0:b1 - s0] = self._chunk(ci, cj)[
-                    a0 - ci * cr:a1 - ci * cr, b0 - cj * cs:b1 - cj * cs]
-        return out
-
-    def _chunk(self, ci: int, cj: int) -> np.ndarray:
-        key = (self._id, ci, cj)
-        chunk = self._cached.get(key)
-        if chunk is None:
-            chunk = self._load(ci, cj)
-        return chunk
-
-    def _load(self, ci: int, cj: int) -> np.ndarray:
-        path = os.path.join(self.path, f"{ci}{self.sep}{cj}")
-        key = (self._id, ci, cj)
-        n_bytes = self.chunks[0] * self.chunks[1] * self.dtype.itemsize
-        try:
-            with open(path, "rb") as f:
-                if self.raw:
-                    if os.fstat(f.fileno()).st_size != n_bytes:
-                        raise OSError(f"chunk {path} is not {n_bytes} bytes: re-run `ibl-ephys-data lfp`")
-                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    return self.cache.add(key, np.frombuffer(buf, self.dtype).reshape(self.chunks), True)
-                data: Any = f.read()
-        except FileNotFoundError:
-            return self.cache.add(key, np.full(self.chunks, self.fill, dtype=self.dtype), False)
-        if self.compressor is not None:
-            data = self.compressor.decode(data)
-        for codec in reversed(self.filters):
-            data = codec.decode(data)
-        chunk = np.frombuffer(data, dtype=self.dtype).reshape(self.chunks, order=self.order)
-        return self.cache.add(key, chunk, False)
-
-
-class _ZarrReader:
-    """Fallback for stores that are not plain directories: slice through zarr itself."""
-
-    def __init__(self, path: Path):
-        import zarr
-
-        self.array = zarr.open_array(str(path), mode="r")
-
-    def read(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
-        return self.array[r0:r1, s0:s1]
-
-
-
-def _codec(config: dict | None) -> Any:
-    if config is None:
-        return None
-    import numcodecs
-
-    return numcodecs.get_codec(dict(config))
-
-
-def open_reader(path: Path, cache: ChunkCache | None = None) -> ChunkReader | _ZarrReader:
-    """The fastest exact reader for the 2-D array at ``path`` (the ``lfp`` array of one pid)."""
-    path = Path(path)
-    if (path / ".zarray").is_file():
-        return ChunkReader(path, cache)
-    return _ZarrReader(path)
-
-
 def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
     """(dataset dir, windows.parquet) from a windows file, a dataset dir or a workspace root."""
     p = Path(path).expanduser()
     for candidate in (p, p / "windows.parquet", p / "dataset" / "windows.parquet"):
         if candidate.is_file():
             return candidate.parent, candidate
-    raise FileNotFoundError(f"no windows.parquet at {p}: run `ibl-ephys-data export` on that workspace first")
+    raise MissingStageError(f"no windows.parquet at {p}", "dataset")
 
 
 class LfpWindows:
@@ -204,9 +75,8 @@ class LfpWindows:
         self.dataset_dir, self.windows_path = _locate(path)
         self.lfp_root = Path(lfp_path) if lfp_path else self.dataset_dir.parent / "lfp.zarr"
         if not self.lfp_root.exists():
-            raise FileNotFoundError(
-                f"{self.lfp_root} does not exist: pass lfp_path= or run `ibl-ephys-data lfp`"
-            )
+            raise MissingStageError(f"{self.lfp_root} does not exist (or pass lfp_path=)", "lfp")
+        self._store = LfpStore(self.lfp_root)
         if level not in LABEL_COLUMNS:
             raise ValueError(f"unknown level {level!r}: use one of {', '.join(LABEL_COLUMNS)}")
         self.level, self.split, self.fold = level, split, fold
@@ -236,7 +106,7 @@ class LfpWindows:
             )
         lookup = {c: i for i, c in enumerate(self.classes)}
         self._y = np.array([lookup[n] for n in names], dtype=np.int64)[codes]
-        self._readers: dict[int, ChunkReader | _ZarrReader] = {}
+        self._readers: dict[int, ShardReader | ZarrReader] = {}
         self._cache = ChunkCache(cache_mb)
         self._owner = os.getpid()
 
@@ -274,14 +144,14 @@ class LfpWindows:
         state["_owner"] = None
         return state
 
-    def _reader(self, code: int) -> ChunkReader | _ZarrReader:
+    def _reader(self, code: int) -> ShardReader | ZarrReader:
         if self._owner != os.getpid():  # a worker (forked or unpickled): open its own maps and caches
             self._readers = {}
             self._cache = ChunkCache(self.cache_mb)
             self._owner = os.getpid()
         reader = self._readers.get(code)
         if reader is None:
-            reader = open_reader(self.lfp_root / self.pids[code] / "lfp", self._cache)
+            reader = self._store.open(self.pids[code], self._cache).reader("lfp")
             self._readers[code] = reader
         return reader
 
@@ -292,11 +162,10 @@ class LfpWindows:
                 start + self._n.item(i))
 
     def read(self, i: int) -> np.ndarray:
-        """The raw window ``i`` as float32 (channels, samples), exactly as stored in lfp.zarr."""
+        """The raw window ``i`` in float32 µV (channels, samples), decoded from lfp.zarr."""
         start = self._start.item(i)
         reader = self._reader(self._pid_code.item(i))
-        box = reader.read(self._row_start.item(i), self._row_stop.item(i), start, start + self._n.item(i))
-        return box.astype(np.float32, copy=False)
+        return reader.read(self._row_start.item(i), self._row_stop.item(i), start, start + self._n.item(i))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         n = len(self._start)

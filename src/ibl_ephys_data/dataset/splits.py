@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 logger = logging.getLogger(__name__)
 
@@ -341,15 +342,21 @@ def verify(
     catalog: Path | None = None,
     splits: Path | None = None,
     windows: Path | None = None,
+    storage: bool = True,
 ) -> list[str]:
     """Re-derive the dataset's split from the catalog; return the problems (leaks name pids/subjects).
 
-    ``workspace`` is a Workspace, its root or its dataset/ folder; the paths override single files.
+    ``workspace`` is a Workspace, its root or its dataset/ folder; the paths override single files. With
+    ``storage`` the lfp.zarr groups the windows point into are checked too (`LfpStore.problems`: missing or
+    short shard files are named).
     """
     catalog, splits, windows = _resolve_paths(workspace, catalog, splits, windows)
     recorded = json.loads(Path(splits).read_text())
     win = pd.read_parquet(windows, columns=["pid", "split"]) if windows is not None else None
     problems = verify_split(pd.read_parquet(catalog), recorded, win)
+    if storage and win is not None:
+        store = LfpStore(Workspace(Path(catalog).parent).lfp)
+        problems += [p for pid in sorted(win["pid"].unique()) for p in store.problems(str(pid))]
     for p in problems:
         logger.error("verify: %s", p)
     if not problems:

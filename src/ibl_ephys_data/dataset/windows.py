@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ibl_ephys_data.errors import DataIntegrityError, command_hint
+from ibl_ephys_data.workspace.lfp_store import LfpStore
+
 logger = logging.getLogger(__name__)
 
 WINDOW_SCHEMA = pa.schema([
@@ -56,28 +59,28 @@ class LfpLayout:
 
 def read_layout(lfp_root: Path, pid: str) -> tuple[LfpLayout | None, str]:
     """The layout of one pid's LFP store, or (None, why) when it is missing or not complete."""
-    import zarr
-
-    path = Path(lfp_root) / pid
-    if not (path / "lfp" / ".zarray").exists():
+    store = LfpStore(lfp_root)
+    path = store.path(pid)
+    if store.kind(pid) is None:
         return None, "no lfp store"
-    group = zarr.open_group(str(path), mode="r")
-    arr = group["lfp"]
-    attrs = {**dict(arr.attrs), **dict(group.attrs)}
+    attrs = store.attrs(pid)
     if attrs.get("complete") is not True:
         return None, "lfp store incomplete"
     if "fs" not in attrs or "raw_ind" not in attrs:
-        raise ValueError(f"{path} lacks attrs fs/raw_ind: re-run `ibl-ephys-data lfp` for pid {pid}")
-    raw_ind = [int(r) for r in attrs["raw_ind"]]
-    if arr.ndim != 2 or arr.shape[0] != len(raw_ind):
-        raise ValueError(
-            f"{path}/lfp has shape {arr.shape} but {len(raw_ind)} raw_ind: re-run `ibl-ephys-data lfp`"
+        raise DataIntegrityError(f"{path} lacks attrs fs/raw_ind: re-run `{command_hint('lfp', pids=[pid])}`")
+    insertion = store.open(pid)
+    raw_ind = insertion.raw_ind
+    shape = insertion.shape
+    if len(shape) != 2 or shape[0] != len(raw_ind):
+        raise DataIntegrityError(
+            f"{path}/lfp has shape {shape} but {len(raw_ind)} raw_ind: re-run `{command_hint('lfp', pids=[pid])}`"
         )
-    n_samples = int(arr.shape[1])
+    n_samples = int(shape[1])
     segments = attrs.get("windows") or [{"offset": 0, "n_samples": n_samples}]
     for seg in segments:
         if int(seg["offset"]) < 0 or int(seg["offset"]) + int(seg["n_samples"]) > n_samples:
-            raise ValueError(f"{path} attrs windows {seg} exceed the {n_samples} samples of lfp: re-run lfp")
+            raise DataIntegrityError(f"{path} attrs windows {seg} exceed the {n_samples} samples of lfp: "
+                                     f"re-run `{command_hint('lfp', pids=[pid])}`")
     return LfpLayout(pid, float(attrs["fs"]), raw_ind, n_samples, list(segments)), ""
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import zarr
 from one.api import One
 
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
@@ -24,6 +23,8 @@ from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, sn
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
 from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS
+
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 logger = logging.getLogger(__name__)
 STAGE = "lfp"
@@ -39,7 +40,7 @@ class LfpOptions:
     n_snippets: int = 4
     snippet_seconds: float = 60.0
     fs_out: float = 1250.0
-    dtype: str = "float32"
+    dtype: str = "int16"  # storage encoding, see workspace/lfp_store.py
     n_batches: int = 10
     batch_seconds: float = 4.0
     full_download: bool = field(default=False, compare=False)
@@ -63,12 +64,8 @@ def parse_window(text: str) -> tuple[float, float]:
 
 
 def is_done(zarr_root: Path, pid: str, options: LfpOptions) -> bool:
-    """Finished with the same options? Decided from the group's attrs alone (no network)."""
-    path = Path(zarr_root) / pid
-    if not (path / ".zattrs").exists():
-        return False
-    attrs = zarr.open_group(str(path), mode="r").attrs
-    return attrs.get("complete") is True and attrs.get("params", {}).get("spec") == options.spec()
+    """Finished with the same options and intact (`LfpStore.is_done`)? Decided locally (no network)."""
+    return LfpStore(zarr_root).is_done(pid, options.spec())
 
 
 def _time_fn(one: One, eid: str, probe: str, fs: float):

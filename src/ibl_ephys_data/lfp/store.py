@@ -1,31 +1,25 @@
-"""One insertion's destriped LFP as a zarr v2 group ``lfp.zarr/<pid>/`` (see docs/workspace.md).
+"""One insertion's destriped LFP, streamed into ``lfp.zarr/<pid>/`` through `LfpStore` (see docs/workspace.md).
 
 Why: later stages (QC, dataset windows, a PyTorch loader) read short windows of single channels at random;
 the group must never be read half-written, and re-running the stage must skip finished insertions unless
 a parameter changed.
 
-Layout: ``lfp`` (n_channels, n_samples) µV float32|float16, ``common_mode`` (n_samples,) µV float32,
-attrs ``fs``, ``units``, ``raw_ind``, ``windows``, ``params``, ``processing``, ``bad_channel_label``,
-``versions`` and, written last, ``complete``. The group is built under a hidden temporary name and renamed
-into place (``workspace.atomic_path``), so a killed run leaves no ``<pid>`` group at all.
-
-Chunking: ``lfp`` is stored uncompressed in chunks of one channel x 16384 samples (13 s at 1250 Hz,
-64 KiB in float32). A 3-s single-channel window then touches one chunk file (two at most) and decoding is
-a plain memory copy, which keeps a random-access loader close to a memmap; compression would save
-little on destriped LFP (~10-20 % with lossless codecs) and cost a decode per window.
+The layout, encoding (scaled int16 by default) and integrity checks live in
+`ibl_ephys_data.workspace.lfp_store`; this module runs the destriping and feeds the writer whole shards, so
+no shard is ever read back and memory stays below one shard whatever the window lengths. The group is built
+under a hidden temporary name and renamed into place, so a killed run leaves no ``<pid>`` group at all.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+from ibl_ephys_data.errors import check_option
 from ibl_ephys_data.lfp.destripe import (
     destripe_params,
     iter_destriped,
@@ -35,18 +29,16 @@ from ibl_ephys_data.lfp.destripe import (
     window_samples,
 )
 from ibl_ephys_data.lfp.windows import Window
-from ibl_ephys_data.workspace import atomic_path, package_versions
+from ibl_ephys_data.workspace import package_versions
+from ibl_ephys_data.workspace.lfp_store import DTYPES, Encoding, InsertionWriter, LfpStore
 
-_logger = logging.getLogger(__name__)
-
-CHUNK_SAMPLES = 16384
-DTYPES = ("float32", "float16")
+logger = logging.getLogger(__name__)
 
 
 def lfp_params(
     windows: Sequence[Window],
     fs_out: float = 1250.0,
-    dtype: str = "float32",
+    dtype: str = "int16",
     chunk_seconds: float = 30.0,
     pad_seconds: float | None = None,
     **extra,
@@ -55,8 +47,7 @@ def lfp_params(
 
     ``extra`` (JSON-able, e.g. the bad-channel detection settings) is stored and compared as well.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_option("dtype", dtype, DTYPES)
     params = {
         "windows": [[float(w.start_s), float(w.stop_s)] for w in windows],
         "fs_out": float(fs_out),
@@ -68,23 +59,6 @@ def lfp_params(
     return _jsonable(params)
 
 
-def is_complete(zarr_root: str | Path, pid: str, params: dict) -> bool:
-    """True if ``<zarr_root>/<pid>`` was fully written with exactly these ``params`` (skip it)."""
-    path = Path(zarr_root) / pid
-    if not (path / ".zattrs").exists():
-        return False
-    attrs = json.loads((path / ".zattrs").read_text())
-    return attrs.get("complete") is True and attrs.get("params") == _jsonable(params)
-
-
-def open_lfp(zarr_root: str | Path, pid: str) -> zarr.Group:
-    """Open a finished insertion group read-only (``FileNotFoundError`` if absent or incomplete)."""
-    path = Path(zarr_root) / pid
-    if not (path / ".zattrs").exists() or not zarr.open_group(str(path), mode="r").attrs.get("complete"):
-        raise FileNotFoundError(f"{path} is missing or incomplete: run `ibl-ephys-data lfp --pids {pid}`")
-    return zarr.open_group(str(path), mode="r")
-
-
 def process_insertion(
     reader,
     zarr_root: str | Path,
@@ -92,7 +66,7 @@ def process_insertion(
     windows: Sequence[Window],
     channel_labels,
     fs_out: float = 1250.0,
-    dtype: str = "float32",
+    dtype: str = "int16",
     time_fn: Callable[[np.ndarray], np.ndarray] | None = None,
     chunk_seconds: float = 30.0,
     pad_seconds: float | None = None,
@@ -115,16 +89,9 @@ def process_insertion(
     q = spans[0][2]
     n_total = sum(s[3] for s in spans)
     nc = n_data_channels(reader)
-    root = Path(zarr_root)
-    zarr.open_group(str(root), mode="a")
-    _remove_stale(root, pid)
-    with atomic_path(root / pid) as tmp:
-        group = zarr.open_group(str(tmp), mode="w")
-        lfp = group.create_dataset("lfp", shape=(nc, n_total), chunks=(1, CHUNK_SAMPLES), dtype=dtype,
-                                   compressor=None, fill_value=0.0)
-        common = group.create_dataset("common_mode", shape=(n_total,), chunks=(CHUNK_SAMPLES,),
-                                      dtype="float32", compressor=None, fill_value=0.0)
-        writer = _AlignedWriter(lfp, common)
+    store = LfpStore(zarr_root)
+    with store.create(pid, nc, n_total, Encoding.for_reader(reader, dtype)) as out:
+        writer = _AlignedWriter(out)
         records = []
         offset = 0
         for w, (s0, s1, _, n_out) in zip(windows, spans, strict=True):
@@ -134,9 +101,9 @@ def process_insertion(
                 writer.write(chunk, cm)
             records.append(_window_record(s0 / fs, s1 / fs, w, time_fn, offset, n_out))
             offset += n_out
-            _logger.info("%s: window %.1f-%.1f s done (%d samples)", pid, s0 / fs, s1 / fs, n_out)
+            logger.info("%s: window %.1f-%.1f s done (%d samples)", pid, s0 / fs, s1 / fs, n_out)
         writer.flush()
-        group.attrs.update({
+        out.finish({
             "pid": pid,
             "fs": fs / q,
             "units": "uV",
@@ -147,38 +114,34 @@ def process_insertion(
             "processing": destripe_params(reader, fs_out, chunk_seconds, pad_seconds).to_dict(),
             "versions": package_versions(),
         })
-        group.attrs["complete"] = True
-    _logger.info("%s: wrote %s (%d channels x %d samples)", pid, root / pid, nc, n_total)
-    return root / pid
+    logger.info("%s: wrote %s (%d channels x %d samples)", pid, store.path(pid), nc, n_total)
+    return store.path(pid)
 
 
 class _AlignedWriter:
-    """Writes whole zarr chunks only (no read-modify-write of partial chunks); holds < 1 chunk back."""
+    """Hands the store whole shards only (no read-modify-write of a shard); holds < 1 shard back."""
 
-    def __init__(self, lfp: zarr.Array, common: zarr.Array):
-        self.lfp, self.common = lfp, common
+    def __init__(self, out: InsertionWriter):
+        self.out = out
         self.position = 0  # samples received
-        self.rest = np.empty((lfp.shape[0], 0), dtype=lfp.dtype)
-        self.rest_cm = np.empty(0, dtype=np.float32)
+        self.rest: list[np.ndarray] = []
 
     def write(self, chunk: np.ndarray, cm: np.ndarray) -> None:
-        start = self.position - self.rest_cm.size
+        self.out.write_common_mode(self.position, cm)
         self.position += cm.size
-        stop = (self.position // CHUNK_SAMPLES) * CHUNK_SAMPLES
-        data = np.concatenate([self.rest, chunk.astype(self.lfp.dtype, copy=False)], axis=1)
-        cm = np.concatenate([self.rest_cm, cm])
+        self.rest.append(np.asarray(chunk, dtype=np.float32))
+        start = self.position - sum(r.shape[1] for r in self.rest)
+        stop = (self.position // self.out.shard) * self.out.shard
         if stop > start:
-            self.lfp[:, start:stop] = data[:, :stop - start]
-            self.common[start:stop] = cm[:stop - start]
-        else:
-            stop = start
-        self.rest, self.rest_cm = data[:, stop - start:].copy(), cm[stop - start:].copy()
+            data = np.concatenate(self.rest, axis=1)
+            self.out.write_lfp(start, data[:, :stop - start])
+            self.rest = [data[:, stop - start:].copy()]
 
     def flush(self) -> None:
-        start = self.position - self.rest_cm.size
-        if self.rest_cm.size:
-            self.lfp[:, start:self.position] = self.rest
-            self.common[start:self.position] = self.rest_cm
+        start = self.position - sum(r.shape[1] for r in self.rest)
+        if self.position > start:
+            self.out.write_lfp(start, np.concatenate(self.rest, axis=1))
+        self.rest = []
 
 
 def _window_record(start_s: float, stop_s: float, window: Window, time_fn, offset: int, n_samples: int
@@ -190,12 +153,6 @@ def _window_record(start_s: float, stop_s: float, window: Window, time_fn, offse
         s_start, s_stop = window.session_start_s, window.session_stop_s
     return {"start_s": start_s, "stop_s": stop_s, "session_start_s": s_start, "session_stop_s": s_stop,
             "offset": int(offset), "n_samples": int(n_samples)}
-
-
-def _remove_stale(root: Path, pid: str) -> None:
-    """Temporaries of a killed run for this pid (never read: hidden names), removed before rewriting."""
-    for stale in root.glob(f".{pid}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _jsonable(obj):

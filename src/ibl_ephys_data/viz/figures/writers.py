@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from ibl_ephys_data.coverage import overlay_channels
 from ibl_ephys_data.errors import command_hint
@@ -31,25 +29,25 @@ from ibl_ephys_data.viz.figures.projections import ccf_projection_figures
 from ibl_ephys_data.viz.figures.qc_panel import qc_panel_figure
 from ibl_ephys_data.viz.figures.signals import common_mode_bursts, lfp_snapshot_figure, psd_heatmap_figure
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.lfp_store import LfpInsertion, LfpStore
 
 
-def _open_lfp(ws: Workspace, pid: str) -> tuple[Any, str]:
-    """The zarr group of one insertion, or None and why it cannot be drawn."""
+def _open_lfp(ws: Workspace, pid: str) -> tuple[LfpInsertion | None, str]:
+    """One insertion's stored LFP, or None and why it cannot be drawn."""
     if not ws.lfp.exists():
         return None, f"lfp.zarr is missing: run `{command_hint('lfp')}`"
-    root = zarr.open_group(str(ws.lfp), mode="r")
-    if pid not in root:
+    store = LfpStore(ws.lfp)
+    if store.kind(pid) is None:
         return None, f"lfp.zarr has no group for {pid}"
-    group = root[pid]
-    if "lfp" not in group or "fs" not in group.attrs:
-        return None, f"lfp.zarr/{pid} has no 'lfp' array or no 'fs' attribute"
-    return group, ""
+    if store.attrs(pid).get("complete") is not True or "fs" not in store.attrs(pid):
+        return None, f"lfp.zarr/{pid} is incomplete or has no 'fs' attribute"
+    return store.open(pid), ""
 
 
-def _first_window(group: Any) -> tuple[int, int, float]:
+def _first_window(group: LfpInsertion) -> tuple[int, int, float]:
     """(start, stop, start_s) of the first stored window, or the whole array when none is listed."""
-    windows = group.attrs.get("windows") or []
-    n_total = group["lfp"].shape[1]
+    windows = group.windows
+    n_total = group.shape[1]
     if not windows:
         return 0, n_total, 0.0
     w = windows[0]
@@ -107,7 +105,7 @@ def write_insertion_figures(
 def _lfp_figures(
     ws: Workspace,
     pid: str,
-    group: Any,
+    group: LfpInsertion,
     channels: pd.DataFrame | None,
     out_dir: Path,
     formats: Sequence[str],
@@ -115,16 +113,16 @@ def _lfp_figures(
     psd_s: float,
     result: FigureSet,
 ) -> None:
-    fs = float(group.attrs["fs"])
+    fs = group.fs
     start, stop, t_start = _first_window(group)
-    common_mode = group["common_mode"][start:stop] if "common_mode" in group else None
+    common_mode = group.common_mode(slice(start, stop)) if (group.path / "common_mode").is_dir() else None
     intervals = common_mode_bursts(common_mode, fs, t0=t_start) if common_mode is not None else None
     n_snap = int(min(stop - start, round(snapshot_s * fs)))
     first = start
     if intervals is not None and len(intervals):
         centre = int(round((float(intervals["start_s"].iloc[0]) - t_start) * fs)) + start
         first = int(np.clip(centre - n_snap // 2, start, stop - n_snap))
-    lfp = np.asarray(group["lfp"][:, first:first + n_snap], dtype=float)
+    lfp = np.asarray(group.lfp(samples=slice(first, first + n_snap)), dtype=float)
     if common_mode is None:
         result.missing["lfp_snapshot"] = f"lfp.zarr/{pid} has no common_mode to rebuild the raw signal from"
     else:
@@ -139,7 +137,8 @@ def _lfp_figures(
         by_raw = channels.drop_duplicates("raw_ind").set_index("raw_ind")["axial_um"]
         mapped = pd.Series(raw_ind).map(by_raw)
         depth = mapped.to_numpy(dtype=float) if mapped.notna().all() else None
-    fig = psd_heatmap_figure(group["lfp"][:, start:start + n_psd], fs, depth_um=depth, title=f"PSD {pid}")
+    fig = psd_heatmap_figure(group.lfp(samples=slice(start, start + n_psd)), fs, depth_um=depth,
+                             title=f"PSD {pid}")
     result.paths["psd_heatmap"] = save_figure(fig, out_dir / "psd_heatmap", formats)
 
 
