@@ -22,9 +22,8 @@ from ibl_ephys_data.lfp.stream import ChunkCachedStreamer, open_lf_reader
 from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, snippet_windows
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
-from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS
-
 from ibl_ephys_data.workspace.lfp_store import LfpStore
+from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS
 
 logger = logging.getLogger(__name__)
 STAGE = "lfp"
