@@ -271,8 +271,8 @@ def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
         if isinstance(url, str):
             return get(client._validate_file_url(url), targets[0])
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            out = list(pool.map(lambda ut: get(client._validate_file_url(ut[0]), ut[1]), zip(urls, targets)))
-        return list(zip(*out)) if kwargs.get("return_md5") else out
+            out = list(pool.map(lambda ut: get(client._validate_file_url(ut[0]), ut[1]), zip(urls, targets, strict=True)))
+        return list(zip(*out, strict=True)) if kwargs.get("return_md5") else out
 
     client._generic_request = generic_request
     client.download_file = download_file
