@@ -271,7 +271,7 @@ def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
         if isinstance(url, str):
             return get(client._validate_file_url(url), targets[0])
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            out = list(pool.map(lambda ut: get(client._validate_file_url(ut[0]), ut[1]), zip(urls, targets, strict=True)))
+            out = list(pool.map(lambda u, t: get(client._validate_file_url(u), t), urls, targets))
         return list(zip(*out, strict=True)) if kwargs.get("return_md5") else out
 
     client._generic_request = generic_request
@@ -315,8 +315,10 @@ def _verified(one: Any, eid: str, rec: Any) -> Path:
     if m := re.fullmatch(r"(.*?)/?#([^#]+)#", folder):
         folder, revision = m[1], m[2]
     for attempt in range(2):
-        path = Path(one.load_dataset(eid, filename, collection=folder or None, revision=revision,
-                                     download_only=True))
+        path = one.load_dataset(eid, filename, collection=folder or None, revision=revision, download_only=True)
+        if path is None or not Path(path).exists():
+            raise ALFObjectNotFound(f"{rel} of session {eid}: not downloaded (offline, or missing on the server)")
+        path = Path(path)
         problem = _mismatch(path, rec)
         if problem is None:
             return path
