@@ -185,7 +185,7 @@ class AlyxHandler(BaseHTTPRequestHandler):
             return self._send(200, self.server.tag_cache_zip(m["tag"]), "application/zip")
         if m := re.fullmatch(r"/(?P<endpoint>insertions|sessions|datasets)(?:/(?P<id>[0-9a-f-]{36}))?", path):
             return self._rest(m["endpoint"], m["id"], query)
-        if path == "/users/me" or path.startswith("/users"):
+        if path in ("/me", "/users/me") or path.startswith("/users"):  # /me names a token's owner
             user = self.server.tokens[self.headers["Authorization"][6:]]
             return self._json({"username": user})
         return self._json({"detail": "Not found."}, 404)
