@@ -3,8 +3,8 @@
 Every request is forwarded to the upstream server unless a :class:`Fault` of the current plan claims it:
 the Nth request (1-based) whose method and path match the fault's pattern, and the ``times - 1`` matching
 requests after it, get the fault instead of (or on top of) the upstream answer. Faults are asked in
-plan order and the first to claim a request takes it, so a fault only counts the requests that reach it. Upstream URLs inside JSON
-answers are rewritten to the proxy's, so ONE follows pagination links back through the proxy.
+plan order and the first to claim a request takes it, so a fault only counts the requests that reach it.
+Upstream URLs inside JSON answers are rewritten to the proxy's, so ONE follows pagination links back through the proxy.
 """
 
 from __future__ import annotations
