@@ -19,6 +19,7 @@ import concurrent.futures
 import functools
 import hashlib
 import logging
+import os
 import random
 import re
 import threading
@@ -276,6 +277,12 @@ def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
 
     client._generic_request = generic_request
     client.download_file = download_file
+    # ONE's S3 path builds its own boto3 session per download batch, out of reach of this instance; botocore
+    # reads its retry policy from the environment (exponential backoff with jitter on 5xx, throttling and
+    # resets), so the policy's tries go there unless the user set them. Its timeouts are botocore's own
+    # (60 s); a failed S3 download falls back to ONE's HTTP path, which is under the policy.
+    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(policy.tries))
     client.max_retry_attempts = 0
     client.token_verify_timeout = policy.connect_timeout + policy.read_timeout
     one.network_http = http

@@ -35,3 +35,28 @@ def catalog_only(demo_workspace, tmp_path) -> Workspace:
     ws = Workspace(tmp_path / "ws").create()
     shutil.copy(demo_workspace[0].catalog, ws.catalog)
     return ws
+
+
+@pytest.fixture(scope="session")
+def s3_alyx(demo_store):
+    """The loopback Alyx with its S3 side (moto): ONE downloads datasets from S3 first."""
+    from ibl_ephys_data.demo.server import LoopbackAlyx
+
+    with LoopbackAlyx(demo_store, s3=True) as server:
+        yield server
+
+
+@pytest.fixture()
+def s3_proxy(s3_alyx, monkeypatch):
+    """A fault proxy in front of the S3 side, given to boto3 as its S3 endpoint."""
+    with FaultProxy(s3_alyx.s3_url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        yield proxy
+
+
+@pytest.fixture()
+def s3_connection(s3_alyx, s3_proxy, tmp_path):
+    """ONE talking to the S3-enabled Alyx through an HTTP fault proxy (for /data fallbacks) and ``s3_proxy``."""
+    with FaultProxy(s3_alyx.url) as http_proxy:
+        yield Connection(alyx_url=http_proxy.url, cache_dir=tmp_path / "one-cache", username=DEMO_USER,
+                         http_data_server=http_proxy.data_url, password=DEMO_PASSWORD, network=FAST), http_proxy
