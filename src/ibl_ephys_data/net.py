@@ -22,9 +22,11 @@ import logging
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +248,9 @@ def _md5(path: Path) -> str:
 def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
     """Apply ``policy`` to every request this ONE instance (and a ``Streamer`` built on it) makes.
 
+    REST calls, dataset and range downloads and the release cache tables (``download_cache_tables``) go
+    through the policy; ONE's re-login after an expired token (rare) and its S3 path keep their own settings.
+
     ONE offers no timeout setting; its own hooks are the retry attributes, which are set to 0 because the
     policy retries here, once. The REST path keeps ONE's request code (headers, REST cache, token refresh,
     error messages) and only swaps the ``requests`` function it is handed; the download path keeps ONE's
@@ -275,8 +280,25 @@ def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
             out = list(pool.map(lambda u, t: get(client._validate_file_url(u), t), urls, targets))
         return list(zip(*out, strict=True)) if kwargs.get("return_md5") else out
 
+    def download_cache_tables(source=None, destination=None):
+        # ONE's version, with the zip fetched under the policy (the catalog stage loads release tables so)
+        source = str(source or f"{client.base_url}/cache.zip")
+        destination = Path(destination or client.cache_dir)
+        destination.mkdir(parents=True, exist_ok=True)
+        headers = None
+        if source.startswith(client.base_url):
+            if not client.is_logged_in:
+                client.authenticate()
+            headers = client._headers
+        with tempfile.TemporaryDirectory(dir=destination) as tmp:
+            with zipfile.ZipFile(http.download(source, tmp, clobber=True, headers=headers)) as zipped:
+                tables = zipped.namelist()
+                zipped.extractall(destination)
+        return [destination / table for table in tables]
+
     client._generic_request = generic_request
     client.download_file = download_file
+    client.download_cache_tables = download_cache_tables
     # ONE's S3 path builds its own boto3 session per download batch, out of reach of this instance; botocore
     # reads its retry policy from the environment (exponential backoff with jitter on 5xx, throttling and
     # resets), so the policy's tries go there unless the user set them. Its timeouts are botocore's own
