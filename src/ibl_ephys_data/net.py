@@ -320,12 +320,12 @@ def verified_datasets(one: Any, eid: str, names: Iterable[str] | str, collection
     Returns the paths in record order; an empty list when nothing matches.
     """
     names = [names] if isinstance(names, str) else list(names)
-    records = [one.list_datasets(eid, filename=name, collection=collection, details=True,
-                                 default_revisions_only=True) for name in names]
     paths = []
-    for recs in records:
-        for _, rec in recs.iterrows():
-            paths.append(_verified(one, eid, rec))
+    for name in names:
+        recs = one.list_datasets(eid, filename=name, collection=collection, details=True)
+        if "default_revision" in recs and recs["default_revision"].eq(True).any():
+            recs = recs[recs["default_revision"].eq(True)]  # what ONE loads; tables without the flag keep all
+        paths += [_verified(one, eid, rec) for _, rec in recs.iterrows()]
     return paths
 
 
