@@ -351,11 +351,14 @@ def _verified(one: Any, eid: str, rec: Any) -> Path:
         problem = _mismatch(path, rec)
         if problem is None:
             return path
+        if one.offline:  # nothing to fetch it from: keep the user's file, say what is wrong and how to fix it
+            raise DataIntegrityError(f"{rel} of session {eid} is corrupt ({problem}): {path}; run without "
+                                     "--offline to download it again")
         path.unlink(missing_ok=True)
         if attempt == 0:
             logger.warning("%s of session %s: %s; deleted, downloading it again", rel, eid, problem)
-    raise DataIntegrityError(f"{rel} of session {eid}: {problem} after two downloads; the server's copy or the "
-                             "network corrupts it (the broken file was deleted, nothing else is affected)")
+    raise DataIntegrityError(f"{rel} of session {eid} is corrupt ({problem}) after two downloads; the server's "
+                             "copy or the network corrupts it (the broken file was deleted, nothing else is affected)")
 
 
 def _mismatch(path: Path, rec: Any) -> str | None:
