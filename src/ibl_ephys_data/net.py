@@ -202,7 +202,8 @@ class PolicyHttp:
         file = Path(target_dir, url.rsplit("/", 1)[1])
         if not clobber and file.exists():
             return (file, _md5(file)) if return_md5 else file
-        headers = dict(headers or {})
+        # the bytes as stored (as ONE's urllib download gets them): a gzipped answer would not match its record
+        headers = {"Accept-Encoding": "identity", **(headers or {})}
         if chunks is not None:
             headers["Range"] = f"bytes={chunks[0]}-{chunks[0] + chunks[1] - 1}"
         file.parent.mkdir(parents=True, exist_ok=True)
