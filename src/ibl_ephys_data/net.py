@@ -255,7 +255,8 @@ def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
     ONE offers no timeout setting; its own hooks are the retry attributes, which are set to 0 because the
     policy retries here, once. The REST path keeps ONE's request code (headers, REST cache, token refresh,
     error messages) and only swaps the ``requests`` function it is handed; the download path keeps ONE's
-    URL validation and data-server login. Returns the :class:`PolicyHttp` (its ``retried`` counts retries).
+    URL validation and data-server login. Returns the :class:`PolicyHttp`, also kept as ``one.network_http``
+    (its ``retried`` counts the tries that were retried).
     """
     client = one.alyx
     http = PolicyHttp(policy)
