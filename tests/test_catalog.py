@@ -1,9 +1,15 @@
+import logging
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import requests
 
 from ibl_ephys_data.catalog import CatalogError, read_pid_csv, run_catalog
 from ibl_ephys_data.demo.layout import INSERTIONS, releases_of
+from ibl_ephys_data.demo.store import DEMO_PASSWORD, DEMO_USER
 from ibl_ephys_data.ibl import Connection, ConnectionFailed, release_tags
+from ibl_ephys_data.net import NetworkPolicy
 from ibl_ephys_data.workspace import Workspace
 
 
@@ -82,3 +88,31 @@ def test_wrong_credentials_and_unreachable_alyx(alyx_server, tmp_path):
         wrong.open()
     with pytest.raises(ConnectionFailed, match="cannot reach Alyx"):
         Connection(alyx_url="http://127.0.0.1:9", cache_dir=tmp_path, username="demo", password="x").open()
+
+
+def test_token_alone_logs_in(alyx_server, tmp_path, monkeypatch):
+    rep = requests.post(f"{alyx_server.url}/auth-token", data={"username": DEMO_USER, "password": DEMO_PASSWORD})
+    monkeypatch.setenv("ALYX_TOKEN", rep.json()["token"])
+    one = Connection(alyx_url=alyx_server.url, cache_dir=tmp_path).open()
+    assert one.alyx.user == DEMO_USER
+    assert len(one.alyx.rest("insertions", "list")) == len(alyx_server.store.insertions) > 0
+
+
+def test_credentials_in_the_url_are_used_and_never_echoed(alyx_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    host = alyx_server.url.removeprefix("http://")
+    conn = Connection(alyx_url=f"http://{DEMO_USER}:{DEMO_PASSWORD}@{host}", cache_dir=tmp_path / "a")
+    assert DEMO_PASSWORD not in repr(conn) and conn.base_url == alyx_server.url
+    one = conn.open()
+    assert one.alyx.base_url == alyx_server.url and one.alyx.user == DEMO_USER
+    secret = "s3cr3t-pw"
+    with pytest.raises(ConnectionFailed, match="refused the credentials") as wrong:
+        Connection(alyx_url=f"http://{DEMO_USER}:{secret}@{host}", cache_dir=tmp_path / "b").open()
+    with pytest.raises(ConnectionFailed, match="cannot reach Alyx") as unreachable:
+        Connection(alyx_url=f"http://{DEMO_USER}:{secret}@127.0.0.1:9", cache_dir=tmp_path / "c",
+                   network=NetworkPolicy(connect_timeout=1, retries=0)).open()
+    for text in (str(wrong.value), str(unreachable.value), caplog.text, repr(conn)):
+        assert secret not in text and DEMO_PASSWORD not in text
+    assert not list(tmp_path.rglob(f"*{secret}*"))  # nor in a file or folder name (ONE's params, cache dirs)
+    params = "".join(p.read_text() for p in Path.home().joinpath(".one").glob("*") if p.is_file())
+    assert secret not in params and DEMO_PASSWORD not in params

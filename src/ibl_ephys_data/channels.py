@@ -14,6 +14,7 @@ from brainbox.io.one import SpikeSortingLoader
 from one.api import One
 
 from ibl_ephys_data.atlas import RegionsOnlyAtlas, region_table, xyz_to_ccf_um
+from ibl_ephys_data.net import verified_datasets
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
 from ibl_ephys_data.workspace.schema import BAD_CHANNEL_COLUMNS, CHANNELS, columns
@@ -45,6 +46,8 @@ def channels_frame(pid: str, eid: str, channels: dict, histology: str) -> pd.Dat
 def load_insertion_channels(one: One, pid: str) -> pd.DataFrame:
     """Channels of one insertion through ``SpikeSortingLoader`` (remote or offline, same call)."""
     loader = SpikeSortingLoader(one=one, pid=pid, atlas=RegionsOnlyAtlas())
+    # the loader downloads these itself, unchecked: put verified copies in ONE's cache first
+    verified_datasets(one, loader.eid, ["electrodeSites.*", "channels.*"], collection=f"alf/{loader.pname}*")
     channels = loader.load_channels()
     if not channels or "x" not in channels:
         raise LookupError(f"no channel locations for pid {pid} (no spike sorting or histology in Alyx)")

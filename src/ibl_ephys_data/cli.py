@@ -31,6 +31,8 @@ AlyxUrlOpt = Annotated[str | None, typer.Option(
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the ONE cache only, no network.")]
 OneCacheOpt = Annotated[Path | None, typer.Option("--one-cache", help="ONE cache folder (default: ONE's own).")]
 DataServerOpt = Annotated[str | None, typer.Option("--http-data-server", help="Override ONE's HTTP data server.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Read timeout of every HTTP request (s).")]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failed request (5xx, reset, short body).")]
 PidsOpt = Annotated[list[str] | None, typer.Option("--pids", help="Only these insertion UUIDs (repeatable).")]
 PidCsvOpt = Annotated[Path | None, typer.Option(
     "--pid-csv", help="CSV with a 'pid' column (optional 'eid', 'release').")]
@@ -78,11 +80,12 @@ def _existing(path: Path):
     return Workspace(path)
 
 
-def connection(alyx_url: str | None, offline: bool, one_cache: Path | None, http_data_server: str | None):
-    from ibl_ephys_data.ibl import PUBLIC_ALYX_URL, Connection
+def connection(alyx_url: str | None, offline: bool, one_cache: Path | None, http_data_server: str | None,
+               timeout: float = 60.0, retries: int = 4):
+    from ibl_ephys_data.run import ConnectionOptions
 
-    return Connection(alyx_url=alyx_url or PUBLIC_ALYX_URL, offline=offline, cache_dir=one_cache,
-                      http_data_server=http_data_server)
+    return ConnectionOptions(alyx_url=alyx_url, offline=offline, one_cache=str(one_cache) if one_cache else None,
+                             http_data_server=http_data_server, read_timeout=timeout, retries=retries).connection()
 
 
 def requested_pids(pids: list[str] | None, pid_csv: Path | None) -> list[str] | None:
@@ -147,13 +150,13 @@ def catalog(
 
 
 def _run_insertion_stage(stage: str, workspace: Path, options, pids, pid_csv, scheduler, retry_failed, force,
-                         alyx_url, offline, one_cache, http_data_server) -> None:
+                         alyx_url, offline, one_cache, http_data_server, timeout, retries) -> None:
     """The shared body of ``channels``, ``lfp`` and ``qc``: lock, ONE, the pipeline runner, honest exit."""
     from ibl_ephys_data.run import _per_insertion
 
     wanted = requested_pids(pids, pid_csv)
     ws = open_workspace(workspace)
-    conn = connection(alyx_url, offline, one_cache, http_data_server)
+    conn = connection(alyx_url, offline, one_cache, http_data_server, timeout, retries)
     run = _per_insertion(stage)
     with ws.lock():
         if scheduler:
@@ -178,12 +181,14 @@ def channels(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    retries: RetriesOpt = 4,
 ) -> None:
     """Channel locations (xyz, CCF, Allen/Beryl/Cosmos) of the catalog's insertions -> channels.parquet."""
     from ibl_ephys_data.channels import ChannelsOptions
 
     _run_insertion_stage("channels", workspace, ChannelsOptions(), pids, pid_csv, scheduler, retry_failed, force,
-                         alyx_url, offline, one_cache, http_data_server)
+                         alyx_url, offline, one_cache, http_data_server, timeout, retries)
 
 
 @app.command()
@@ -206,6 +211,8 @@ def lfp(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    retries: RetriesOpt = 4,
 ) -> None:
     """Stream raw LF, detect bad channels, destripe and decimate -> lfp.zarr/<pid>/."""
     from ibl_ephys_data.errors import check_option
@@ -217,7 +224,7 @@ def lfp(
                          snippet_seconds=snippet_seconds, fs_out=fs, dtype=dtype, full_download=full_download)
     try:
         _run_insertion_stage("lfp", workspace, options, pids, pid_csv, scheduler, retry_failed, force, alyx_url,
-                             offline, one_cache, http_data_server)
+                             offline, one_cache, http_data_server, timeout, retries)
     finally:
         if clean_cache and not offline:
             from ibl_ephys_data.lfp.stream import clear_stream_cache
@@ -248,6 +255,8 @@ def qc(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    retries: RetriesOpt = 4,
 ) -> None:
     """Compute QC metrics and verdicts -> qc/metrics.parquet, qc/verdicts.parquet; print a summary."""
     if ctx.invoked_subcommand is not None:
@@ -262,7 +271,7 @@ def qc(
                         snippet_seconds=snippet_seconds)
     try:
         _run_insertion_stage("qc", workspace, options, pids, pid_csv, scheduler, retry_failed, force, alyx_url,
-                             offline, one_cache, http_data_server)
+                             offline, one_cache, http_data_server, timeout, retries)
     finally:
         verdicts_path = open_workspace(workspace).qc_verdicts
         if verdicts_path.exists():
@@ -538,12 +547,7 @@ def run(
     wanted = requested_pids(pids, pid_csv)
     ws = open_workspace(workspace)
     if dry_run:
-        from ibl_ephys_data.ibl import Connection
-
-        c = cfg.connection
-        conn = Connection(alyx_url=c.alyx_url or Connection.alyx_url, offline=c.offline,
-                          cache_dir=Path(c.one_cache) if c.one_cache else None, http_data_server=c.http_data_server)
-        with conn.session() as one:
+        with cfg.connection.connection().session() as one:
             console.print_json(data=plan(ws, cfg, one, pids=wanted))
         return
     _finish_run(run_pipeline(ws, cfg, pids=wanted, retry_failed=retry_failed, force=force))

@@ -226,6 +226,8 @@ def _run_on_dask(stage, workspace, todo, options, connection, scheduler, report)
 
     if stage.needs_one and connection is None:
         raise InputError("running on Dask needs the connection (alyx url, cache) for the workers to open")
+    if connection is not None:
+        connection = connection.for_workers()
     with dask_client(scheduler) as client:
         logger.info("%s: %d insertions on Dask (%s)", stage.name, len(todo), client.scheduler.address)
         futures = {client.submit(_on_worker, stage, connection, str(workspace.root), pid, options,

@@ -66,6 +66,20 @@ class ConnectionOptions:
     offline: bool = False
     one_cache: str | None = None
     http_data_server: str | None = None
+    connect_timeout: float = 10.0  # seconds; every HTTP request (REST, downloads, range reads)
+    read_timeout: float = 60.0
+    retries: int = 4  # on 5xx, 429, resets and short bodies, with exponential backoff and jitter
+
+    def connection(self):
+        """The ``ibl.Connection`` these options describe (credentials from ONE's params or the environment)."""
+        from ibl_ephys_data.ibl import Connection
+        from ibl_ephys_data.net import NetworkPolicy
+
+        return Connection(alyx_url=self.alyx_url or Connection.alyx_url, offline=self.offline,
+                          cache_dir=Path(self.one_cache) if self.one_cache else None,
+                          http_data_server=self.http_data_server,
+                          network=NetworkPolicy(connect_timeout=self.connect_timeout,
+                                                read_timeout=self.read_timeout, retries=self.retries))
 
 
 @dataclass(frozen=True)
@@ -179,13 +193,7 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
     ``connection`` (an ``ibl.Connection``) defaults to the config's connection section. ``pids`` restricts
     the per-insertion stages; the shared tables keep every other insertion.
     """
-    from ibl_ephys_data.ibl import Connection
-
-    if connection is None:
-        c = config.connection
-        connection = Connection(alyx_url=c.alyx_url or Connection.alyx_url, offline=c.offline,
-                                cache_dir=Path(c.one_cache) if c.one_cache else None,
-                                http_data_server=c.http_data_server)
+    connection = connection or config.connection.connection()
     result = RunResult()
     with workspace.lock():
         manifest_run = {"config": config.to_dict(), "pids": pids, "retry_failed": retry_failed}

@@ -27,13 +27,20 @@ from iblutil.io import parquet
 _logger = logging.getLogger(__name__)
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PAGE_SIZE = 5
+# the S3 side (``LoopbackAlyx(s3=True)``): ONE looks up this data repository and, with no keys in its record
+# and "public" in the bucket name, reads the bucket unsigned, as it does IBL's public bucket
+S3_REPOSITORY = "aws_cortexlab"
+S3_BUCKET = "ibl-demo-public"
+S3_REGION = "us-east-1"
+S3_PREFIX = "data"
 
 
 class AlyxStore:
     """The demo store seen as an Alyx database: records built from the cache tables and alyx.json."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, s3: bool = False):
         self.root = Path(root)
+        self.s3 = s3
         meta = json.loads((self.root / "alyx.json").read_text())
         self.users: dict[str, str] = meta["users"]
         self.dataset_tags: dict[str, list[str]] = meta["dataset_tags"]
@@ -87,7 +94,10 @@ class AlyxStore:
                 "id": d["id"], "data_repository": "flatiron_demo", "data_repository_path": "/data/",
                 "relative_path": f"{self.session_rel(d['eid'])}/{rel}",
                 "data_url": self.data_url(base, d["eid"], rel, d["id"]), "exists": True,
-            }],
+            }, *([{
+                "id": d["id"], "data_repository": S3_REPOSITORY, "data_repository_path": f"{S3_PREFIX}/",
+                "relative_path": f"{self.session_rel(d['eid'])}/{rel}", "data_url": None, "exists": True,
+            }] if self.s3 else [])],
             "revision": None, "default_dataset": True, "qc": str(d["qc"]), "tags": self.dataset_tags.get(d["id"], []),
         }
 
@@ -105,6 +115,11 @@ class AlyxStore:
     def insertion_tags(self, row: pd.Series) -> set[str]:
         rec = self.insertion_record("", row)
         return {t for d in rec["datasets"] for t in self.dataset_tags.get(d["id"], [])}
+
+    def s3_key(self, d: pd.Series) -> str:
+        """Where the S3 side holds a dataset: ``data/<session>/<collection>/<name>.<uuid>.<ext>``."""
+        stem, _, ext = f"{self.session_rel(d['eid'])}/{d['rel_path']}".rpartition(".")
+        return f"{S3_PREFIX}/{stem}.{d['id']}.{ext}"
 
     def file_for(self, url_path: str) -> Path | None:
         """Map ``/data/<session>/<name>.<uuid>.<ext>`` to the store file, checking the UUID is that file's."""
@@ -178,6 +193,9 @@ class AlyxHandler(BaseHTTPRequestHandler):
         if not self._authorised():
             return self._json({"detail": "Invalid token."}, 401)
         if path.startswith("/data-repository"):
+            if self.server.store.s3 and path == f"/data-repository/{S3_REPOSITORY}":
+                return self._json({"name": S3_REPOSITORY, "json": {"bucket_name": S3_BUCKET,
+                                                                   "region_name": S3_REGION}})
             return self._json({"detail": "Not found."}, 404)
         if m := re.fullmatch(r"/cache/info/(?P<tag>[\w.-]+)", path):
             return self._cache_info(m["tag"])
@@ -185,7 +203,7 @@ class AlyxHandler(BaseHTTPRequestHandler):
             return self._send(200, self.server.tag_cache_zip(m["tag"]), "application/zip")
         if m := re.fullmatch(r"/(?P<endpoint>insertions|sessions|datasets)(?:/(?P<id>[0-9a-f-]{36}))?", path):
             return self._rest(m["endpoint"], m["id"], query)
-        if path == "/users/me" or path.startswith("/users"):
+        if path in ("/me", "/users/me") or path.startswith("/users"):  # /me names a token's owner
             user = self.server.tokens[self.headers["Authorization"][6:]]
             return self._json({"username": user})
         return self._json({"detail": "Not found."}, 404)
@@ -295,13 +313,20 @@ def _django(expr: str) -> list[tuple[str, str]]:
 
 
 class LoopbackAlyx(ThreadingHTTPServer):
-    """``with LoopbackAlyx(store) as alyx: ...`` serves on 127.0.0.1 at a free port until the block ends."""
+    """``with LoopbackAlyx(store) as alyx: ...`` serves on 127.0.0.1 at a free port until the block ends.
+
+    With ``s3=True`` a moto S3 server (a dev dependency) on 127.0.0.1 also holds the store's files, and Alyx
+    answers the ``aws_cortexlab`` data-repository record and lists an S3 file record per dataset, so real
+    ONE downloads datasets from S3 first (falling back to HTTP as it does with IBL). boto3 finds the
+    endpoint in ``AWS_ENDPOINT_URL_S3`` (see :attr:`s3_url`), which the caller sets.
+    """
 
     daemon_threads = True
 
-    def __init__(self, store_root: str | Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, store_root: str | Path, host: str = "127.0.0.1", port: int = 0, s3: bool = False):
         super().__init__((host, port), AlyxHandler)
-        self.store = AlyxStore(Path(store_root))
+        self.store = AlyxStore(Path(store_root), s3=s3)
+        self._s3_server = None
         self.tokens: dict[str, str] = {}
         self.bytes_served = 0
         self._lock = threading.Lock()
@@ -342,7 +367,36 @@ class LoopbackAlyx(ThreadingHTTPServer):
             self._zips[tag] = buf.getvalue()
         return self._zips[tag]
 
+    @property
+    def s3_url(self) -> str | None:
+        """The S3 endpoint (for ``AWS_ENDPOINT_URL_S3``), or None without the S3 side."""
+        if self._s3_server is None:
+            return None
+        host, port = self._s3_server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def _start_s3(self) -> None:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        self._s3_server = ThreadedMotoServer(ip_address=self.server_address[0], port=0, verbose=False)
+        self._s3_server.start()
+        from botocore.config import Config
+
+        # moto accepts any key pair; these only sign the uploads to the local fake. No per-object checksums:
+        # like the objects of IBL's bucket, so only ONE's caller can catch a corrupted download
+        client = boto3.client("s3", endpoint_url=self.s3_url, region_name=S3_REGION,
+                              aws_access_key_id="demo", aws_secret_access_key="demo",
+                              config=Config(request_checksum_calculation="when_required"))
+        client.create_bucket(Bucket=S3_BUCKET)
+        for _, d in self.store.datasets.iterrows():
+            path = self.store.root / self.store.session_rel(d["eid"]) / d["rel_path"]
+            # public-read: ONE reads a public bucket unsigned, and moto refuses anonymous reads of private objects
+            client.upload_file(str(path), S3_BUCKET, self.store.s3_key(d), ExtraArgs={"ACL": "public-read"})
+
     def start(self) -> LoopbackAlyx:
+        if self.store.s3:
+            self._start_s3()
         self._thread = threading.Thread(target=self.serve_forever, name="loopback-alyx", daemon=True)
         self._thread.start()
         _logger.info("loopback Alyx serving %s at %s", self.store.root, self.url)
@@ -351,6 +405,8 @@ class LoopbackAlyx(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+        if self._s3_server is not None:
+            self._s3_server.stop()
 
     def __enter__(self) -> LoopbackAlyx:
         return self.start()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from one.api import One
 
@@ -20,6 +21,7 @@ from ibl_ephys_data.lfp.destripe import default_pad_seconds
 from ibl_ephys_data.lfp.store import process_insertion
 from ibl_ephys_data.lfp.stream import ChunkCachedStreamer, open_lf_reader
 from ibl_ephys_data.lfp.windows import explicit_windows, probe_to_session_fn, snippet_windows
+from ibl_ephys_data.net import verified_datasets
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.workspace import Workspace, fingerprint
 from ibl_ephys_data.workspace.lfp_store import LfpStore
@@ -68,10 +70,10 @@ def is_done(zarr_root: Path, pid: str, options: LfpOptions) -> bool:
 
 
 def _time_fn(one: One, eid: str, probe: str, fs: float):
-    names = one.list_datasets(eid, collection=f"raw_ephys_data/{probe}", filename="_spikeglx_*.timestamps.npy")
-    if not len(names):
+    files = verified_datasets(one, eid, "_spikeglx_*.timestamps.npy", collection=f"raw_ephys_data/{probe}")
+    if not files:
         return None
-    timestamps = one.load_dataset(eid, names[0])
+    timestamps = np.load(files[0])
     return probe_to_session_fn(timestamps, fs=fs * AP_FS_PER_LF_FS)
 
 

@@ -7,17 +7,23 @@ run: overlapping reads (filter padding) hit an in-memory cache of decoded chunks
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import spikeglx
 from brainbox.io.spikeglx import Streamer
+from one.alf.exceptions import ALFObjectNotFound
 from one.api import One
 
-_logger = logging.getLogger(__name__)
+from ibl_ephys_data.errors import DataIntegrityError
+from ibl_ephys_data.net import verified_datasets
+
+logger = logging.getLogger(__name__)
 
 
 class LfMissing(LookupError):
@@ -91,13 +97,7 @@ class ChunkCachedStreamer:
                 runs.append([c])
         for run in runs:
             a = self.bounds[run[0]]
-            # Streamer.read maps a read starting exactly on a chunk bound to the chunk before it too, which
-            # would download every run's preceding chunk again; ask for exactly these chunks instead.
-            reader, _ = self.streamer._download_raw_partial(first_chunk=run[0], last_chunk=run[-1])
-            data = reader[:, :]
-            reader.close()
-            if self.streamer.remove_cached:
-                shutil.rmtree(self.streamer.target_dir, ignore_errors=True)
+            data = self._fetch_run(run[0], run[-1])
             self.chunks_fetched += len(run)
             for c in run:
                 lo, hi = self.bounds[c] - a, self.bounds[c + 1] - a
@@ -105,6 +105,76 @@ class ChunkCachedStreamer:
             evictable = [c for c in self._chunks if c not in self.pinned]
             for c in evictable[:max(0, len(evictable) - self.max_cached_chunks)]:
                 del self._chunks[c]
+
+    def _fetch_run(self, first: int, last: int) -> np.ndarray:
+        """Volts of chunks ``first..last``, checked: a short, undecodable or wrong-sized run is never kept.
+
+        Why not ``Streamer._download_raw_partial``: it retries any error 5 more times (1 s apart) on top of the
+        network policy's retries, and reuses a cached run without checking it. Here a run's compressed size
+        must equal its ``.ch`` offsets and its decoded length its ``.ch`` bounds; otherwise its on-disk cache
+        is deleted and it is fetched once more, then ``DataIntegrityError`` names the pid and the chunks.
+        """
+        problem = ""
+        offsets = self.streamer.chunks["chunk_offsets"]
+        for attempt in range(2):
+            folder = self._run_folder(first, last)
+            cbin = self._download_run(folder, first, last, reuse=attempt == 0)
+            try:
+                expected = int(offsets[last + 1] - offsets[first])
+                if cbin.stat().st_size != expected:
+                    raise ValueError(f"{cbin.stat().st_size} compressed bytes instead of {expected}")
+                reader = spikeglx.Reader(cbin, ignore_warnings=True)
+                try:
+                    data = reader[:, :]
+                finally:
+                    reader.close()
+                if data.shape[0] != self.bounds[last + 1] - self.bounds[first]:
+                    raise ValueError(f"{data.shape[0]} samples decoded instead of "
+                                     f"{self.bounds[last + 1] - self.bounds[first]}")
+            except (ValueError, OSError, EOFError, IndexError, zlib.error) as ex:
+                problem = f"{type(ex).__name__}: {ex}"
+                shutil.rmtree(folder, ignore_errors=True)
+                logger.warning("pid %s, LF chunks %d-%d: %s; deleted from the stream cache%s", self.streamer.pid,
+                               first, last, problem, ", fetching again" if attempt == 0 else "")
+                continue
+            if self.streamer.remove_cached:
+                shutil.rmtree(folder, ignore_errors=True)
+            return data
+        raise DataIntegrityError(f"pid {self.streamer.pid}, LF chunks {first}-{last}: {problem} after two downloads "
+                                 "(nothing kept in the stream cache); the server's copy or the network corrupts it")
+
+    def _run_folder(self, first: int, last: int) -> Path:
+        """The same stream-cache folder ``Streamer`` uses for this run of chunks."""
+        s = self.streamer
+        relpath = Path(s.url_cbin.replace(s.one.alyx._par.HTTP_DATA_SERVER, ".")).parents[0]
+        return Path(s.cache_folder, relpath, f"chunk_{first:06d}_to_{last:06d}")
+
+    def _download_run(self, folder: Path, first: int, last: int, reuse: bool) -> Path:
+        """Chunks ``first..last`` as a small mtscomp file (cbin + chopped .ch + .meta) in ``folder``.
+
+        The layout is ``Streamer``'s; the range goes through ONE's web client (hence the network policy).
+        """
+        s = self.streamer
+        ch = folder / s.file_chunks.with_suffix(".stream.ch").name
+        cbin = ch.with_suffix(".cbin")
+        i0, total = int(self.bounds[first]), int(self.bounds[-1])
+        if reuse and cbin.exists() and ch.exists():
+            cmeta = json.loads(ch.read_text())
+            if cmeta.get("chopped_first_sample") == i0 and cmeta.get("chopped_total_samples") == total:
+                return cbin
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        offsets = [int(o) for o in self.streamer.chunks["chunk_offsets"][first:last + 2]]
+        cmeta = {**self.streamer.chunks, "chunk_bounds": [int(b - i0) for b in self.bounds[first:last + 2]],
+                 "chunk_offsets": [o - offsets[0] for o in offsets], "sha1_compressed": None,
+                 "sha1_uncompressed": None, "chopped": True, "chopped_first_sample": i0,
+                 "chopped_samples": int(self.bounds[last + 1] - i0), "chopped_total_samples": total}
+        shutil.copy(s.file_chunks.with_suffix(".meta"), ch.with_suffix(".meta"))
+        downloaded = Path(s.one.alyx.download_file(s.url_cbin, chunks=(offsets[0], offsets[-1] - offsets[0]),
+                                                   target_dir=folder, clobber=True, return_md5=False))
+        downloaded.replace(cbin)
+        ch.write_text(json.dumps(cmeta, indent=2, sort_keys=True))  # last: a run without .ch is never reused
+        return cbin
 
 
 def open_lf_reader(one: One, pid: str, full_download: bool = False, cache_folder: Path | None = None,
@@ -122,11 +192,16 @@ def open_lf_reader(one: One, pid: str, full_download: bool = False, cache_folder
     cbins = one.list_datasets(eid, collection=collection, filename="*.lf.*bin")
     if not len(cbins):
         raise LfMissing(f"pid {pid}: no raw LF dataset (*.lf.cbin) in {collection}")
+    # checked against Alyx's size and md5 (a .cbin only when downloaded whole)
+    names = ["*.lf.ch", "*.lf.meta", "*.lf.*bin"] if one.offline or full_download else ["*.lf.ch", "*.lf.meta"]
+    try:
+        files = verified_datasets(one, eid, names, collection=collection)
+        if len(files) != len(names):
+            raise ALFObjectNotFound(f"{len(files)} of {names}")
+    except ALFObjectNotFound as ex:
+        raise LfMissing(f"pid {pid}: raw LF ({', '.join(names)}) is not in the local ONE cache; "
+                        "run without --offline") from ex
     if one.offline or full_download:
-        files = [one.load_dataset(eid, f"*.lf.{ext}", collection=collection, download_only=True)
-                 for ext in ("ch", "meta", "*bin")]
-        if any(f is None or not Path(f).exists() for f in files):
-            raise LfMissing(f"pid {pid}: raw LF is not in the local ONE cache; run without --offline")
         return _checked(lambda: spikeglx.Reader(files[-1]), files[1])
     streamer = _checked(lambda: Streamer(pid=pid, one=one, typ="lf", cache_folder=cache_folder),
                         f"{collection}/*.lf.meta of pid {pid}")

@@ -18,6 +18,7 @@ from one.api import One
 from ibl_ephys_data.errors import EmptyResultError, MissingStageError
 from ibl_ephys_data.lfp.bad_channels import detect_channel_labels
 from ibl_ephys_data.lfp.stream import open_lf_reader
+from ibl_ephys_data.net import verified_dataset
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.qc.metrics import snippet_qc
 from ibl_ephys_data.qc.prescreen import FILES as PRESCREEN_FILES
@@ -41,7 +42,7 @@ def prescreen_pid(one: One, pid: str, good: np.ndarray | None = None) -> dict[st
     eid, probe = one.pid2eid(pid)
     arrays = {}
     for key, name in PRESCREEN_FILES.items():
-        path = one.load_dataset(eid, name, collection=f"raw_ephys_data/{probe}", download_only=True)
+        path = verified_dataset(one, eid, name, collection=f"raw_ephys_data/{probe}")
         arrays[key] = np.load(path)
     return prescreen_arrays(**arrays, good=good)
 
