@@ -26,6 +26,7 @@ import pandas as pd
 from iblatlas.atlas import ALLEN_CCF_LANDMARKS_MLAPDV_UM
 from iblatlas.regions import BrainRegions
 
+from ibl_ephys_data.errors import InputError
 from ibl_ephys_data.workspace.schema import MISSING_COLOR
 
 #: Bregma in Allen CCF µm, from iblatlas' ``ALLEN_CCF_LANDMARKS_MLAPDV_UM`` (ml, ap, dv).
@@ -75,7 +76,7 @@ def id_to_row() -> dict[int, int]:
 def channel_atlas_ids(channels: pd.DataFrame) -> np.ndarray:
     """Allen ids (positive) of channels, from ``atlas_id``, else (row by row) ``acronym``; unknown -> 0 (void)."""
     if "atlas_id" not in channels and "acronym" not in channels:
-        raise ValueError("channels have neither an 'atlas_id' nor an 'acronym' column: pass channels.parquet")
+        raise InputError("channels have neither an 'atlas_id' nor an 'acronym' column: pass channels.parquet")
     ids = pd.Series(np.nan, index=channels.index)
     if "atlas_id" in channels:
         ids = pd.to_numeric(channels["atlas_id"], errors="coerce")
@@ -143,7 +144,7 @@ def region_table(atlas_ids: np.ndarray, x_m: np.ndarray) -> pd.DataFrame:
     ids = np.asarray(atlas_ids, dtype=np.int64)
     unknown = np.setdiff1d(np.abs(ids), br.id)
     if unknown.size:
-        raise ValueError(f"Allen ids not in the iblatlas structure tree: {unknown[:10].tolist()}")
+        raise InputError(f"Allen ids not in the iblatlas structure tree: {unknown[:10].tolist()}")
     allen = np.abs(ids)
     beryl = br.remap(allen, source_map="Allen", target_map="Beryl")
     cosmos = br.remap(allen, source_map="Allen", target_map="Cosmos")
@@ -177,9 +178,9 @@ def ccf_to_display(
     """
     ccf = np.asarray(ccf_apdvml_um, dtype=float)
     if ccf.ndim != 2 or ccf.shape[1] != 3:
-        raise ValueError(f"ccf_apdvml_um must be an (n, 3) array of (ap, dv, ml) µm, got shape {ccf.shape}")
+        raise InputError(f"ccf_apdvml_um must be an (n, 3) array of (ap, dv, ml) µm, got shape {ccf.shape}")
     if ml_voxels < 1 or ml_resolution_um <= 0:
-        raise ValueError(
+        raise InputError(
             f"ml_voxels={ml_voxels} and ml_resolution_um={ml_resolution_um} must be positive: "
             "pass the atlas' shape[2] and resolution[2]"
         )

@@ -17,6 +17,7 @@ import pandas as pd
 from one.alf.cache import load_tables
 from one.api import One
 
+from ibl_ephys_data.errors import InputError
 from ibl_ephys_data.ibl import RELEASES, release_tags
 from ibl_ephys_data.workspace import Workspace
 from ibl_ephys_data.workspace.schema import CATALOG, QC_LEVELS, columns
@@ -35,7 +36,7 @@ STR_FIELDS = {"alignment_stored": ("extended_qc", "alignment_stored"),
 COLUMNS = columns(CATALOG)
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """Bad catalog input (pid file, release name); the message names the input and the fix."""
 
 

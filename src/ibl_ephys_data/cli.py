@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ibl_ephys_data.errors import IblEphysDataError
+from ibl_ephys_data.errors import IblEphysDataError, MissingInputError, MissingStageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Quality-controlled, region-labelled, ML-ready LFP datasets from IBL releases.")
@@ -318,7 +318,7 @@ def qc_show(
     metrics = pd.read_parquet(ws.qc_metrics).set_index("pid")
     verdicts = pd.read_parquet(ws.qc_verdicts).set_index("pid")
     if pid not in metrics.index:
-        raise LookupError(f"pid {pid} has no QC metrics in {ws.qc_metrics}: run `ibl-ephys-data qc` first")
+        raise MissingStageError(f"pid {pid} has no QC metrics in {ws.qc_metrics}", "qc", ws.root, [pid])
     verdict = verdicts.loc[pid] if pid in verdicts.index else None
     table = Table(title=f"QC {pid}", show_header=False)
     table.add_column("metric")
@@ -512,7 +512,7 @@ def report(
     from ibl_ephys_data.viz.report import write_report
 
     if not Path(workspace).is_dir():
-        raise FileNotFoundError(f"workspace {workspace} does not exist: run the stages first or pass --workspace")
+        raise MissingInputError(f"workspace {workspace} does not exist: run the stages first or pass --workspace")
     ws = open_workspace(workspace)
     index = write_report(ws, formats=("png", "svg") if svg else ("png",))
     console.print(f"report: {index}")

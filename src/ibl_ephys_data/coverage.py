@@ -45,7 +45,7 @@ from ibl_ephys_data.atlas import (
     id_to_row,
     region_table,
 )
-from ibl_ephys_data.errors import MissingStageError
+from ibl_ephys_data.errors import InputError, MissingInputError, MissingStageError
 from ibl_ephys_data.ibl import RELEASES
 from ibl_ephys_data.workspace import Workspace, write_parquet
 
@@ -88,7 +88,7 @@ def _check_source(source: str) -> str:
     name = str(source).strip() if source is not None else ""
     reserved = {*RELEASES, IBL_SOURCE}
     if not name or "," in name or name.lower() in reserved:
-        raise ValueError(f"source name {source!r} must be non-empty, without commas, and not one of "
+        raise InputError(f"source name {source!r} must be non-empty, without commas, and not one of "
                          f"{', '.join(sorted(reserved))} (IBL sources): pick e.g. 'allen-visual-coding'")
     return name
 
@@ -97,7 +97,7 @@ def _detect_layout(columns: pd.Index, csv_path: Path) -> str:
     for layout, (ccf, id_col, acronym_col, *_) in LAYOUTS.items():
         if set(ccf) <= set(columns) and (id_col in columns or acronym_col in columns):
             return layout
-    raise ValueError(
+    raise InputError(
         f"{csv_path} has neither channel-table layout: expected AllenSDK columns {', '.join(ALLENSDK_CCF)} "
         f"plus {' or '.join(ALLENSDK_REGION)}, or generic columns {', '.join(GENERIC_CCF)} plus "
         f"{' or '.join(GENERIC_REGION)} (found: {', '.join(map(str, columns[:12]))})"
@@ -163,11 +163,11 @@ def import_channels(workspace: Workspace | str | os.PathLike, csv_path: str | os
     source = _check_source(source)
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise FileNotFoundError(f"channel table {csv_path} does not exist: pass the CSV to import")
+        raise MissingInputError(f"channel table {csv_path} does not exist: pass the CSV to import")
     try:
         raw = pd.read_csv(csv_path, low_memory=False)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{csv_path} is empty: pass a CSV with a header and one row per channel") from None
+        raise InputError(f"{csv_path} is empty: pass a CSV with a header and one row per channel") from None
     layout = _detect_layout(raw.columns, csv_path)
     ccf_cols, id_col, acronym_col, probe_cols, session_cols, channel_cols, axial_cols, lateral_cols = (
         LAYOUTS[layout])
@@ -311,7 +311,7 @@ def coverage_table(workspace: Workspace | str | os.PathLike, level: str = "allen
     channels in the region. Rows are sorted by source, then channels (most first).
     """
     if level not in LEVELS:
-        raise ValueError(f"level={level!r} is not one of {', '.join(LEVELS)}")
+        raise InputError(f"level={level!r} is not one of {', '.join(LEVELS)}")
     ws = _workspace(workspace)
     channels = ws.read_channels()
     if usable_only:
@@ -327,7 +327,7 @@ def coverage_table(workspace: Workspace | str | os.PathLike, level: str = "allen
         ext = pd.read_parquet(ws.external_channels)
         clash = sorted(set(ext["source"].astype(str)) & set(ibl["source"]))
         if clash:
-            raise ValueError(f"external_channels.parquet uses IBL source names {clash}: re-import those "
+            raise InputError(f"external_channels.parquet uses IBL source names {clash}: re-import those "
                              "tables under another --source name")
         probe = _first(ext, ("probe_id", "pid"))
         frames.append(_level_columns(ext, level).assign(
@@ -356,7 +356,7 @@ def coverage_table(workspace: Workspace | str | os.PathLike, level: str = "allen
 def _regions_only(table: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("region", "region_id", "source", "n_channels", "n_insertions") if c not in table]
     if missing:
-        raise ValueError(f"table lacks columns {missing}: pass the result of coverage_table()")
+        raise InputError(f"table lacks columns {missing}: pass the result of coverage_table()")
     return table[~table["region"].isin(NON_REGIONS) & (table["n_channels"] > 0)]
 
 
@@ -403,7 +403,7 @@ def overlap(table: pd.DataFrame, train: str, test: str) -> pd.DataFrame:
     available = sorted(table["source"].astype(str).unique())
     for role, name in (("train", train), ("test", test)):
         if name not in available:
-            raise ValueError(f"{role} source {name!r} is not in the coverage table: use one of "
+            raise InputError(f"{role} source {name!r} is not in the coverage table: use one of "
                              f"{', '.join(available)}")
     both = _source_counts(regions, train, "train").join(_source_counts(regions, test, "test"), how="outer")
     both = both.fillna(0).astype(np.int64).reset_index()

@@ -32,6 +32,10 @@ class InputError(IblEphysDataError, ValueError):
     """A bad argument, option, file or pid given by the user."""
 
 
+class MissingInputError(IblEphysDataError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
 class MissingStageError(IblEphysDataError, FileNotFoundError):
     """An upstream stage's output is missing; the message names the command that makes it."""
 

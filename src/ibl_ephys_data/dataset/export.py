@@ -44,7 +44,7 @@ from ibl_ephys_data.dataset.splits import (
     verify_or_raise,
 )
 from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
-from ibl_ephys_data.errors import EmptyResultError
+from ibl_ephys_data.errors import EmptyResultError, MissingStageError
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
@@ -342,9 +342,7 @@ def dataset_info(workspace: Workspace | str | os.PathLike) -> dict:
     ws = _workspace(workspace)
     splits_path = ws.dataset_dir / "splits.json"
     if not splits_path.exists():
-        raise FileNotFoundError(
-            f"{splits_path} does not exist: run `ibl-ephys-data export --workspace {ws.root}` first"
-        )
+        raise MissingStageError(f"{splits_path} does not exist", "dataset", ws.root)
     recorded = json.loads(splits_path.read_text())
     summary = recorded.get("summary", {})
     windows = ws.dataset_dir / "windows.parquet"

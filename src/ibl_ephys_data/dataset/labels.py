@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ibl_ephys_data.atlas import acronym_to_id, brain_regions
+from ibl_ephys_data.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def normalize_level(level: str) -> str:
     """Accept 'Allen'/'beryl'/... and return the lower-case level name, or fail naming the choices."""
     name = str(level).strip().lower()
     if name not in LEVELS:
-        raise ValueError(f"unknown label level {level!r}: use one of {', '.join(LEVELS)}")
+        raise InputError(f"unknown label level {level!r}: use one of {', '.join(LEVELS)}")
     return name
 
 
@@ -70,7 +71,7 @@ def resolve_regions(regions: str | Sequence[str]) -> dict[str, int]:
     """Map target acronyms to Allen ids; an unknown acronym raises a one-line error listing close matches."""
     names = parse_regions(regions)
     if not names:
-        raise ValueError("regions is empty: give Allen acronyms such as CA1,DG,VIS")
+        raise InputError("regions is empty: give Allen acronyms such as CA1,DG,VIS")
     table = acronym_to_id()
     resolved = {}
     for name in names:
@@ -78,7 +79,7 @@ def resolve_regions(regions: str | Sequence[str]) -> dict[str, int]:
             by_name = _name_table().get(name.lower())
             hints = ([f"{by_name} ({name})"] if by_name else []) + close_matches(name, table)
             hint = ", ".join(hints) or "none"
-            raise ValueError(
+            raise InputError(
                 f"unknown region acronym {name!r} (close matches: {hint}); "
                 "regions are Allen acronyms, matched through the hierarchy, never by substring"
             )
@@ -125,7 +126,7 @@ def label_channels(
     needed = {"pid", "raw_ind"} | {c for cols in LEVEL_COLUMNS.values() for c in cols}
     missing = sorted(needed - set(channels.columns))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"channels table lacks columns {missing}: re-run `ibl-ephys-data channels` (channels.parquet)"
         )
     df = channels.copy()
@@ -139,7 +140,7 @@ def label_channels(
     if channel_qc is not None:
         qc_missing = sorted({"pid", "raw_ind", "usable"} - set(channel_qc.columns))
         if qc_missing:
-            raise ValueError(
+            raise InputError(
                 f"channel QC table lacks columns {qc_missing}: re-run `ibl-ephys-data qc` to rebuild "
                 "qc/channel_metrics.parquet"
             )
@@ -185,13 +186,13 @@ def apply_min_channels(
     dropped classes are returned for the data card (or, with ``strict``, raised).
     """
     if min_channels < 0:
-        raise ValueError(f"min_channels={min_channels} is negative: give 0 (keep all) or a positive count")
+        raise InputError(f"min_channels={min_channels} is negative: give 0 (keep all) or a positive count")
     counts = labelled.groupby("label").size()
     small = counts[counts < min_channels]
     dropped = {str(k): int(v) for k, v in small.sort_index().items()}
     if dropped and strict:
         listing = ", ".join(f"{k} ({v})" for k, v in dropped.items())
-        raise ValueError(
+        raise InputError(
             f"classes with fewer than {min_channels} channels: {listing}; lower min_channels or drop strict"
         )
     if dropped:

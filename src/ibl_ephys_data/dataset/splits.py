@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ibl_ephys_data.errors import IblEphysDataError, InputError, MissingStageError
 from ibl_ephys_data.workspace import Workspace
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
@@ -28,14 +29,14 @@ MODES = ("zero-shot", "kfold")
 EXCLUDED = "excluded"
 
 
-class LeakageError(ValueError):
+class LeakageError(IblEphysDataError, ValueError):
     """Raised when a split leaks (or disagrees with its re-derivation from the catalog)."""
 
 
 def normalize_leakage(leakage: str) -> str:
     name = str(leakage).strip().lower()
     if name not in LEAKAGE_LEVELS:
-        raise ValueError(f"unknown leakage level {leakage!r}: use one of {', '.join(LEAKAGE_LEVELS)}")
+        raise InputError(f"unknown leakage level {leakage!r}: use one of {', '.join(LEAKAGE_LEVELS)}")
     return name
 
 
@@ -47,7 +48,7 @@ def levels_up_to(leakage: str) -> tuple[str, ...]:
 def release_sets(catalog: pd.DataFrame) -> pd.Series:
     """The catalog's comma-joined ``releases`` as sets (empty for missing)."""
     if "releases" not in catalog.columns:
-        raise ValueError("catalog lacks the 'releases' column: re-run `ibl-ephys-data catalog`")
+        raise InputError("catalog lacks the 'releases' column: re-run `ibl-ephys-data catalog`")
     return catalog["releases"].fillna("").astype(str).map(
         lambda s: frozenset(r.strip() for r in s.split(",") if r.strip())
     )
@@ -57,10 +58,10 @@ def _check_catalog(catalog: pd.DataFrame, levels: Iterable[str]) -> pd.DataFrame
     needed = {"pid", "releases"} | {LEVEL_KEYS[lev] for lev in levels}
     missing = sorted(needed - set(catalog.columns))
     if missing:
-        raise ValueError(f"catalog lacks columns {missing}: re-run `ibl-ephys-data catalog`")
+        raise InputError(f"catalog lacks columns {missing}: re-run `ibl-ephys-data catalog`")
     if catalog["pid"].duplicated().any():
         dup = catalog.loc[catalog["pid"].duplicated(), "pid"].iloc[0]
-        raise ValueError(f"catalog lists pid {dup} more than once: rebuild catalog.parquet")
+        raise InputError(f"catalog lists pid {dup} more than once: rebuild catalog.parquet")
     out = catalog.copy()
     out["pid"] = out["pid"].astype(str)
     return out.reset_index(drop=True)
@@ -77,7 +78,7 @@ def _release_mask(catalog: pd.DataFrame, release: str) -> pd.Series:
     mask = sets.map(lambda s: release in s)
     if not mask.any():
         known = sorted(set().union(*sets)) if len(sets) else []
-        raise ValueError(f"no insertion of release {release!r} in the catalog (releases there: {known})")
+        raise InputError(f"no insertion of release {release!r} in the catalog (releases there: {known})")
     return mask
 
 
@@ -118,7 +119,7 @@ def _take_validation(groups: pd.Series, fraction: float, seed: int) -> set[str]:
     large subject; never all groups are taken.
     """
     if not 0 <= fraction < 1:
-        raise ValueError(f"val_fraction={fraction} must be in [0, 1)")
+        raise InputError(f"val_fraction={fraction} must be in [0, 1)")
     goal = round(fraction * len(groups))
     if goal == 0:
         return set()
@@ -148,7 +149,7 @@ def zero_shot_split(
     """
     leakage = normalize_leakage(leakage)
     if train == test:
-        raise ValueError(f"train and test release are both {train!r}: a zero-shot split needs two releases")
+        raise InputError(f"train and test release are both {train!r}: a zero-shot split needs two releases")
     cat = _check_catalog(catalog, LEAKAGE_LEVELS)
     is_test = _release_mask(cat, test)
     is_train = _release_mask(cat, train)
@@ -184,7 +185,7 @@ def kfold_split(
     """
     group_by = normalize_leakage(group_by)
     if k < 2:
-        raise ValueError(f"k={k}: k-fold splitting needs k >= 2")
+        raise InputError(f"k={k}: k-fold splitting needs k >= 2")
     cat = _check_catalog(catalog, LEAKAGE_LEVELS)
     cat = cat[_release_mask(cat, release)].reset_index(drop=True)
     groups = _group_keys(cat, group_by)
@@ -192,7 +193,7 @@ def kfold_split(
     rest = groups[~groups.isin(val_groups)]
     sizes = rest.value_counts()
     if len(sizes) < k:
-        raise ValueError(
+        raise InputError(
             f"only {len(sizes)} {group_by} groups left for k={k} folds in release {release!r}: lower k"
         )
     rng = np.random.default_rng(seed + 1)
@@ -223,7 +224,7 @@ def make_split(
         return zero_shot_split(catalog, train_release, test_release, leakage, val_fraction, seed)
     if mode == "kfold":
         return kfold_split(catalog, train_release, k, leakage, val_fraction, seed)
-    raise ValueError(f"unknown split mode {mode!r}: use one of {', '.join(MODES)}")
+    raise InputError(f"unknown split mode {mode!r}: use one of {', '.join(MODES)}")
 
 
 def split_parameters(
@@ -249,7 +250,7 @@ def _resolve_paths(
         windows = splits.parent / "windows.parquet"
     for path, what in ((catalog, "catalog"), (splits, "export")):
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: run `ibl-ephys-data {what}` first")
+            raise MissingStageError(f"{path} does not exist", "dataset" if what == "export" else what)
     return catalog, splits, windows
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from one.api import One
 
+from ibl_ephys_data.errors import InputError
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
 from ibl_ephys_data.lfp.destripe import default_pad_seconds
 from ibl_ephys_data.lfp.store import process_insertion
@@ -58,9 +59,9 @@ def parse_window(text: str) -> tuple[float, float]:
     try:
         start, seconds = (float(x) for x in text.split(":"))
     except ValueError:
-        raise ValueError(f"--window {text!r}: expected START:SECONDS, e.g. 120:300") from None
+        raise InputError(f"--window {text!r}: expected START:SECONDS, e.g. 120:300") from None
     if seconds <= 0 or start < 0:
-        raise ValueError(f"--window {text!r}: START must be >= 0 and SECONDS > 0")
+        raise InputError(f"--window {text!r}: START must be >= 0 and SECONDS > 0")
     return start, seconds
 
 

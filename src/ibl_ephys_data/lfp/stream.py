@@ -20,13 +20,13 @@ from brainbox.io.spikeglx import Streamer
 from one.alf.exceptions import ALFObjectNotFound
 from one.api import One
 
-from ibl_ephys_data.errors import DataIntegrityError
+from ibl_ephys_data.errors import DataIntegrityError, IblEphysDataError
 from ibl_ephys_data.net import verified_datasets
 
 logger = logging.getLogger(__name__)
 
 
-class LfMissing(LookupError):
+class LfMissing(IblEphysDataError, LookupError):
     """The insertion has no raw LF dataset (or not in the local cache when offline)."""
 
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ibl_ephys_data.errors import InputError
+
 _logger = logging.getLogger(__name__)
 
 TimeFn = Callable[[np.ndarray], np.ndarray]
@@ -49,11 +51,11 @@ def probe_to_session_fn(timestamps: np.ndarray, fs: float | None = None) -> Time
     """
     ts = np.asarray(timestamps, dtype=np.float64)
     if ts.ndim != 2 or ts.shape[1] != 2 or ts.shape[0] < 2:
-        raise ValueError(f"timestamps must be an (n >= 2, 2) array of (probe, session) pairs, got {ts.shape}")
+        raise InputError(f"timestamps must be an (n >= 2, 2) array of (probe, session) pairs, got {ts.shape}")
     probe = ts[:, 0] / fs if fs else ts[:, 0]
     session = ts[:, 1]
     if np.any(np.diff(probe) <= 0):
-        raise ValueError("timestamps: the probe-clock column must increase strictly")
+        raise InputError("timestamps: the probe-clock column must increase strictly")
 
     def fn(t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -77,11 +79,11 @@ def explicit_windows(
     _check_duration(duration_s)
     pairs = [(float(a), float(b)) for a, b in windows]
     if not pairs:
-        raise ValueError("no window given: pass at least one (start_s, seconds) pair")
+        raise InputError("no window given: pass at least one (start_s, seconds) pair")
     out = []
     for start, seconds in pairs:
         if not (math.isfinite(start) and math.isfinite(seconds)) or seconds <= 0:
-            raise ValueError(f"window ({start}, {seconds}): need a finite start and a positive duration")
+            raise InputError(f"window ({start}, {seconds}): need a finite start and a positive duration")
         lo, hi = max(start, 0.0), min(start + seconds, duration_s)
         if hi <= lo:
             _logger.warning("window %g:%g s is outside the %g-s recording: dropped", start, seconds,
@@ -92,7 +94,7 @@ def explicit_windows(
                             duration_s)
         out.append((lo, hi))
     if not out:
-        raise ValueError(f"every window lies outside the {duration_s:g}-s recording: choose start times "
+        raise InputError(f"every window lies outside the {duration_s:g}-s recording: choose start times "
                          f"between 0 and {duration_s:g} s")
     return _with_session_times(out, time_fn)
 
@@ -112,7 +114,7 @@ def snippet_windows(
     """
     _check_duration(duration_s)
     if n_snippets < 1 or not snippet_seconds > 0 or edge_s < 0:
-        raise ValueError(f"n_snippets={n_snippets}, snippet_seconds={snippet_seconds}, edge_s={edge_s}: "
+        raise InputError(f"n_snippets={n_snippets}, snippet_seconds={snippet_seconds}, edge_s={edge_s}: "
                          "need n_snippets >= 1, snippet_seconds > 0 and edge_s >= 0")
     k, length, edge = int(n_snippets), float(snippet_seconds), float(edge_s)
     if k * length > duration_s - 2 * edge:
@@ -131,7 +133,7 @@ def snippet_windows(
 
 def _check_duration(duration_s: float) -> None:
     if not (math.isfinite(duration_s) and duration_s > 0):
-        raise ValueError(f"recording duration {duration_s} s: the LF file is empty or its .meta is wrong")
+        raise InputError(f"recording duration {duration_s} s: the LF file is empty or its .meta is wrong")
 
 
 def _with_session_times(bounds: Sequence[tuple[float, float]], time_fn: TimeFn | None) -> list[Window]:

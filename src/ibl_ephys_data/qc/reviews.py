@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ibl_ephys_data.errors import InputError
 from ibl_ephys_data.workspace import Workspace
 from ibl_ephys_data.workspace.schema import REVIEW_VERDICTS
 
@@ -32,14 +33,14 @@ def add_review(workspace: Workspace | str | os.PathLike, pid: str, verdict: str,
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     verdict_u = str(verdict).strip().upper()
     if verdict_u not in REVIEW_VERDICTS:
-        raise ValueError(f"review verdict {verdict!r} is not valid: use one of {', '.join(REVIEW_VERDICTS)}")
+        raise InputError(f"review verdict {verdict!r} is not valid: use one of {', '.join(REVIEW_VERDICTS)}")
     for name, text in (("reason", reason), ("reviewer", reviewer)):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"review {name} is empty: say {'why' if name == 'reason' else 'who'} "
+            raise InputError(f"review {name} is empty: say {'why' if name == 'reason' else 'who'} "
                              f"(--{name} ...)")
     pids = set(ws.read_catalog()["pid"].astype(str))
     if str(pid) not in pids:
-        raise ValueError(f"pid {pid} is not in the catalog {ws.catalog}: check the pid or add the insertion "
+        raise InputError(f"pid {pid} is not in the catalog {ws.catalog}: check the pid or add the insertion "
                          "with `ibl-ephys-data catalog` first")
     when = (time or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
     record = {"time": when, "reviewer": reviewer.strip(), "verdict": verdict_u,
@@ -75,10 +76,10 @@ def read_reviews(source: Workspace | str | os.PathLike) -> pd.DataFrame:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            raise ValueError(f"{path} line {lineno} is not valid JSON: fix or remove that line") from None
+            raise InputError(f"{path} line {lineno} is not valid JSON: fix or remove that line") from None
         absent = [c for c in REVIEW_COLUMNS if c not in rec]
         if absent:
-            raise ValueError(f"{path} line {lineno} lacks {absent}: each review needs "
+            raise InputError(f"{path} line {lineno} lacks {absent}: each review needs "
                              f"{', '.join(REVIEW_COLUMNS)}")
         records.append({c: str(rec[c]) for c in REVIEW_COLUMNS})
     return pd.DataFrame(records, columns=REVIEW_COLUMNS, dtype=object)
@@ -93,7 +94,7 @@ def apply_reviews(verdicts: pd.DataFrame, reviews: pd.DataFrame | Workspace | st
     decision. Applying twice is harmless: the automatic verdict is kept in ``auto_verdict``.
     """
     if not isinstance(verdicts, pd.DataFrame) or not {"pid", "verdict"} <= set(verdicts.columns):
-        raise ValueError("verdicts must be a DataFrame with 'pid' and 'verdict' columns "
+        raise InputError("verdicts must be a DataFrame with 'pid' and 'verdict' columns "
                          "(from compute_verdicts)")
     if reviews is None:
         reviews = pd.DataFrame(columns=REVIEW_COLUMNS, dtype=object)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ibl_ephys_data.errors import MissingInputError
 from ibl_ephys_data.workspace.schema import SEVERITIES
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def load_rules(path: str | os.PathLike | None = None) -> RuleSet:
     """Read and validate a rules file; ``None`` gives the package's default rules."""
     path = default_rules_path() if path is None else Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"rules file {path} does not exist: pass an existing YAML file or omit it "
+        raise MissingInputError(f"rules file {path} does not exist: pass an existing YAML file or omit it "
                                 "to use the default rules")
     try:
         obj = yaml.safe_load(path.read_text())

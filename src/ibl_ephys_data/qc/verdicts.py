@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from one.alf.spec import QC
 
-from ibl_ephys_data.errors import MissingStageError
+from ibl_ephys_data.errors import InputError, MissingStageError
 from ibl_ephys_data.qc.reviews import apply_reviews, read_reviews
 from ibl_ephys_data.qc.rules import Rule, RuleSet, resolve_rules
 from ibl_ephys_data.workspace import Workspace, atomic_path
@@ -127,7 +127,7 @@ def write_verdicts(verdicts: pd.DataFrame, path: str | os.PathLike) -> Path:
     schema = pa.schema(fields)
     missing = [f.name for f in VERDICT_SCHEMA if f.name not in verdicts.columns]
     if missing:
-        raise ValueError(f"verdicts table lacks column(s) {missing}: build it with compute_verdicts()")
+        raise InputError(f"verdicts table lacks column(s) {missing}: build it with compute_verdicts()")
     df = verdicts.sort_values("pid", kind="stable").reset_index(drop=True)
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     table = table.replace_schema_metadata(None)
@@ -167,7 +167,7 @@ def alyx_metrics(catalog: pd.DataFrame) -> pd.DataFrame:
     ``experimenter_raw_destripe_level``) so rules compare them numerically; booleans become 0/1.
     """
     if not isinstance(catalog, pd.DataFrame) or "pid" not in catalog.columns:
-        raise ValueError("catalog must be a DataFrame with a 'pid' column "
+        raise InputError("catalog must be a DataFrame with a 'pid' column "
                          "(read it with Workspace.read_catalog())")
     cat = catalog.sort_values("pid", kind="stable").reset_index(drop=True)
     absent = [c for c in ("qc", "alignment_resolved", "tracing_exists", "alignment_count", "alignment_qc",
@@ -254,12 +254,12 @@ def channel_usable(channels: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFra
 
 def _validated_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(metrics, pd.DataFrame) or "pid" not in metrics.columns:
-        raise ValueError("metrics must be a DataFrame with a 'pid' column and one column per metric")
+        raise InputError("metrics must be a DataFrame with a 'pid' column and one column per metric")
     dup = metrics["pid"][metrics["pid"].duplicated()].unique().tolist()
     if dup:
-        raise ValueError(f"metrics table has duplicated pid(s) {dup[:3]}: it needs one row per insertion")
+        raise InputError(f"metrics table has duplicated pid(s) {dup[:3]}: it needs one row per insertion")
     if metrics["pid"].isna().any():
-        raise ValueError("metrics table has rows without a pid: drop them or fill the pid")
+        raise InputError("metrics table has rows without a pid: drop them or fill the pid")
     table = metrics.copy()
     table["pid"] = table["pid"].astype(str)
     return table.sort_values("pid", kind="stable").reset_index(drop=True)
@@ -276,7 +276,7 @@ def _metric_values(table: pd.DataFrame, metric: str) -> np.ndarray:
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna()
     if bad.any():
-        raise ValueError(f"metrics column '{metric}' has non-numeric value {series[bad].iloc[0]!r}: "
+        raise InputError(f"metrics column '{metric}' has non-numeric value {series[bad].iloc[0]!r}: "
                          "metrics must be numbers (booleans as 0/1)")
     return values.astype(float).to_numpy()
 
@@ -314,7 +314,7 @@ def _boolean(value: object) -> float:
 
 def _require_columns(df: pd.DataFrame, cols: list[str], name: str) -> None:
     if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame")
+        raise InputError(f"{name} must be a pandas DataFrame")
     absent = [c for c in cols if c not in df.columns]
     if absent:
-        raise ValueError(f"{name} table lacks column(s) {absent}: see docs/workspace.md for the contract")
+        raise InputError(f"{name} table lacks column(s) {absent}: see docs/workspace.md for the contract")

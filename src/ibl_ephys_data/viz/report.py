@@ -24,7 +24,7 @@ import plotly.offline
 
 from ibl_ephys_data.baseline.report import baseline_section
 from ibl_ephys_data.coverage import channels_per_region, import_summary, regions_in_one_source
-from ibl_ephys_data.errors import command_hint
+from ibl_ephys_data.errors import MissingInputError, command_hint
 from ibl_ephys_data.viz.figures.common import (
     FigureSet,
     as_list,
@@ -269,7 +269,7 @@ def write_report(
     """
     ws = as_workspace(workspace)
     if not ws.root.is_dir():
-        raise FileNotFoundError(f"workspace {ws.root} does not exist: pass the folder the pipeline writes to")
+        raise MissingInputError(f"workspace {ws.root} does not exist: pass the folder the pipeline writes to")
     tables = read_tables(ws)
     imports = import_summary(ws)
     table = insertion_table(tables)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ibl_ephys_data.atlas import BREGMA_CCF_APDVML_UM, ccf_to_display, channel_atlas_ids, region_colors
 from ibl_ephys_data.coverage import overlay_channels
-from ibl_ephys_data.errors import MissingStageError, check_option, command_hint
+from ibl_ephys_data.errors import InputError, MissingStageError, check_option, command_hint
 from ibl_ephys_data.viz.atlas3d import DEFAULT_ATLAS, open_atlas
 from ibl_ephys_data.viz.scene_channels import SceneChannels, rgb_hex
 from ibl_ephys_data.viz.scene_render import CAMERAS, has_display, render_vtk, write_html
@@ -81,7 +81,7 @@ def _labels(channels: pd.DataFrame, color_by: str) -> tuple[np.ndarray, dict[str
     candidates, hint = COLOR_COLUMNS[color_by]
     column = next((c for c in candidates if c in channels.columns), None)
     if column is None:
-        raise ValueError(f"color_by={color_by!r} needs a {candidates[0]!r} column in channels: {hint}")
+        raise InputError(f"color_by={color_by!r} needs a {candidates[0]!r} column in channels: {hint}")
     missing = "NOT_SET" if color_by == "verdict" else "unknown"
     values = channels[column].astype(object).where(channels[column].notna(), missing)
     labels = values.astype(str).str.strip().replace("", missing).to_numpy(dtype=object)
@@ -108,10 +108,10 @@ def _channels(channels: pd.DataFrame, color_by: str, ml_voxels: int, ml_res_um: 
 def _select(channels: pd.DataFrame, pids: Sequence[str] | None) -> pd.DataFrame:
     """The channels to draw: those of ``pids`` (all if None) that have CCF coordinates."""
     if not isinstance(channels, pd.DataFrame):
-        raise ValueError(f"channels must be a DataFrame (channels.parquet), got {type(channels).__name__}")
+        raise InputError(f"channels must be a DataFrame (channels.parquet), got {type(channels).__name__}")
     missing = [c for c in ("pid", *CCF_COLUMNS) if c not in channels.columns]
     if missing:
-        raise ValueError(f"channels lacks columns {missing}: pass the table of channels.parquet")
+        raise InputError(f"channels lacks columns {missing}: pass the table of channels.parquet")
     if pids is not None:
         pids = [str(p) for p in pids]
         absent = sorted(set(pids) - set(channels["pid"].astype(str)))
@@ -122,11 +122,11 @@ def _select(channels: pd.DataFrame, pids: Sequence[str] | None) -> pd.DataFrame:
     ccf = channels.loc[:, list(CCF_COLUMNS)].apply(pd.to_numeric, errors="coerce")
     located = ccf.notna().all(axis=1).to_numpy()
     if not located.any():
-        raise ValueError("no channel has CCF coordinates (ccf_ap_um, ccf_dv_um, ccf_ml_um): nothing to draw")
+        raise InputError("no channel has CCF coordinates (ccf_ap_um, ccf_dv_um, ccf_ml_um): nothing to draw")
     if (~located).any():
         logger.warning("%d channels without CCF coordinates are not drawn", int((~located).sum()))
     if np.nanmax(np.abs(ccf.to_numpy())) < 50:
-        raise ValueError("ccf_*_um values are all below 50 µm: they look like metres, pass Allen CCF µm")
+        raise InputError("ccf_*_um values are all below 50 µm: they look like metres, pass Allen CCF µm")
     return channels[located].reset_index(drop=True)
 
 
@@ -157,22 +157,22 @@ def render_scene(
     check_option("style", style, STYLES)
     check_option("camera", camera, CAMERAS)
     if max_points < 1:
-        raise ValueError(f"max_points={max_points} must be at least 1")
+        raise InputError(f"max_points={max_points} must be at least 1")
     display = has_display()
     if interactive is None:
         interactive = display and screenshot is None and html is None
     if interactive and not display:
-        raise ValueError("interactive=True needs a display ($DISPLAY is not set): "
+        raise InputError("interactive=True needs a display ($DISPLAY is not set): "
                          "pass --screenshot out.png or --html out.html instead")
     if not interactive and screenshot is None and html is None:
-        raise ValueError("no display ($DISPLAY is not set) and no output asked for: "
+        raise InputError("no display ($DISPLAY is not set) and no output asked for: "
                          "pass --screenshot out.png or --html out.html (screenshot= / html=)")
     screenshot = Path(screenshot).expanduser().absolute() if screenshot is not None else None
     if screenshot is not None and screenshot.suffix.lower() != ".png":
-        raise ValueError(f"screenshot {screenshot} must end in .png")
+        raise InputError(f"screenshot {screenshot} must end in .png")
     html = Path(html).expanduser().absolute() if html is not None else None
     if html is not None and html.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"html {html} must end in .html")
+        raise InputError(f"html {html} must end in .html")
     channels = _select(channels, pids)
     regions = [str(r) for r in (regions or [])]
 
