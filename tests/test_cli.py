@@ -25,10 +25,10 @@ def _one_error_line(result) -> str:
 def test_bad_pid_files(tmp_path):
     csv = tmp_path / "p.csv"
     csv.write_text("probe\nabc\n")
-    line = _one_error_line(_run("catalog", "-w", str(tmp_path / "ws"), "--pids", str(csv), "--offline"))
+    line = _one_error_line(_run("catalog", "-w", str(tmp_path / "ws"), "--pid-csv", str(csv), "--offline"))
     assert "no 'pid' column" in line
     csv.write_text("pid\nabc\n")
-    assert "not UUIDs" in _one_error_line(_run("catalog", "-w", str(tmp_path / "ws"), "--pids", str(csv)))
+    assert "not UUIDs" in _one_error_line(_run("catalog", "-w", str(tmp_path / "ws"), "--pid-csv", str(csv)))
     assert not (tmp_path / "ws" / "catalog.parquet").exists()
 
 
@@ -54,8 +54,8 @@ def test_unknown_pid_is_reported_and_credentials_never_written(tmp_path, alyx_se
     env = {"ALYX_LOGIN": "demo", "ALYX_PASSWORD": DEMO_PASSWORD}
     common = ["-w", str(ws), "--alyx-url", alyx_server.url, "--one-cache", str(tmp_path / "one"),
               "--http-data-server", alyx_server.data_url]
-    result = _run("catalog", "--pids", str(csv), *common, env=env)
-    assert result.exit_code == 0, result.output
+    result = _run("catalog", "--pid-csv", str(csv), *common, env=env)
+    assert result.exit_code == 1, result.output  # one requested insertion failed: the exit code says so
     assert unknown in result.output and "not found" in result.output
     assert _run("channels", *common, env=env).exit_code == 0
     assert pd.read_parquet(ws / "channels.parquet")["pid"].unique().tolist() == [INSERTIONS[2].pid]

@@ -95,14 +95,14 @@ def test_lfp_stage_under_faults_equals_a_clean_run(demo_workspace, alyx_server, 
     options = LfpOptions(windows=((2.0, 6.0),), n_batches=2, batch_seconds=2.0)
     clean = _lfp_copy(demo_workspace, tmp_path / "clean")
     with demo_connection(alyx_server, tmp_path / "clean-cache").session() as one:
-        assert run_lfp(clean, one, options, pids=[INS.pid])[INS.pid]["status"] == "done"
+        assert run_lfp(clean, one, options, pids=[INS.pid]).statuses[INS.pid]["status"] == "done"
     faulty = _lfp_copy(demo_workspace, tmp_path / "faulty")
     faults = [Fault("status", CBIN, nth=1, status=503), Fault("reset", r"\.lf\.[0-9a-f-]{36}\.ch$", nth=1),
               Fault("truncate", CBIN, nth=3), Fault("flip", CBIN, nth=5),
               Fault("flip", r"timestamps\.[0-9a-f-]{36}\.npy", nth=1)]
     with proxy_connection.session() as one:
         proxy.plan(*faults)
-        assert run_lfp(faulty, one, options, pids=[INS.pid])[INS.pid]["status"] == "done"
+        assert run_lfp(faulty, one, options, pids=[INS.pid]).statuses[INS.pid]["status"] == "done"
     assert [f.fired for f in faults] == [1] * len(faults)
     a, b = _zarr_arrays(clean.lfp, INS.pid), _zarr_arrays(faulty.lfp, INS.pid)
     assert a and sorted(a) == sorted(b)
