@@ -17,6 +17,7 @@ import zarr
 from one.api import One
 
 from ibl_ephys_data.ibl import Connection, save_one_cache
+from ibl_ephys_data.lfp.artifacts import default_thresholds
 from ibl_ephys_data.lfp.bad_channels import COLUMNS as BAD_CHANNEL_COLUMNS
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
 from ibl_ephys_data.lfp.destripe import default_pad_seconds
@@ -66,7 +67,9 @@ def is_done(zarr_root: Path, pid: str, options: LfpOptions) -> bool:
     if not (path / ".zattrs").exists():
         return False
     attrs = zarr.open_group(str(path), mode="r").attrs
-    return attrs.get("complete") is True and attrs.get("params", {}).get("spec") == options.spec()
+    params = attrs.get("params", {})
+    return (attrs.get("complete") is True and params.get("spec") == options.spec()
+            and params.get("artifact_thresholds") == default_thresholds().fingerprint)  # per-window QC
 
 
 def _time_fn(one: One, eid: str, probe: str, fs: float):

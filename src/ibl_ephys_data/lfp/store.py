@@ -6,7 +6,7 @@ a parameter changed.
 
 Layout: ``lfp`` (n_channels, n_samples) µV float32|float16, ``common_mode`` (n_samples,) µV float32,
 attrs ``fs``, ``units``, ``raw_ind``, ``windows``, ``params``, ``processing``, ``bad_channel_label``,
-``versions`` and, written last, ``complete``. The group is built under a hidden temporary name and renamed
+``versions``, ``artifacts`` (intervals of ``lfp.artifacts``, stored samples) and, written last, ``complete``. The group is built under a hidden temporary name and renamed
 into place (``workspace.atomic_path``), so a killed run leaves no ``<pid>`` group at all.
 
 Chunking: ``lfp`` is stored uncompressed in chunks of one channel x 16384 samples (13 s at 1250 Hz,
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ibl_ephys_data.lfp.artifacts import ArtifactScanner, ArtifactThresholds, default_thresholds
 from ibl_ephys_data.lfp.destripe import (
     destripe_params,
     iter_destriped,
@@ -98,17 +99,22 @@ def process_insertion(
     pad_seconds: float | None = None,
     n_threads: int = 2,
     extra_params: dict | None = None,
+    artifact_thresholds: ArtifactThresholds | None = None,
 ) -> Path:
     """Destripe ``windows`` of one insertion into ``<zarr_root>/<pid>/`` atomically; return its path.
 
     ``reader``: a ``spikeglx.Reader``-like object; ``channel_labels``: the bad-channel DataFrame (or
     label array) in the reader's channel order; ``time_fn`` maps probe seconds to session seconds.
     Windows are concatenated along samples in the order given. Chunks are streamed to disk, so memory
-    does not depend on the window lengths.
+    does not depend on the window lengths. Artifact intervals (``lfp.artifacts``, thresholds from the
+    default rules file unless given) are found on the same samples and stored in attrs ``artifacts``.
     """
     if not windows:
         raise ValueError(f"{pid}: no window to process: select windows with ibl_ephys_data.lfp.windows")
-    params = lfp_params(windows, fs_out, dtype, chunk_seconds, pad_seconds, **(extra_params or {}))
+    # -- per-window QC hook (lfp.artifacts): thresholds fingerprint in params, scanner fed every chunk --
+    thresholds = artifact_thresholds or default_thresholds()
+    extra_params = {**(extra_params or {}), "artifact_thresholds": thresholds.fingerprint}
+    params = lfp_params(windows, fs_out, dtype, chunk_seconds, pad_seconds, **extra_params)
     labels = labels_array(channel_labels, reader)
     fs = float(reader.fs)
     spans = [window_samples(reader, w.start_s, w.stop_s, fs_out) for w in windows]
@@ -127,10 +133,13 @@ def process_insertion(
         writer = _AlignedWriter(lfp, common)
         records = []
         offset = 0
+        scanner = ArtifactScanner(labels, fs, q, np.asarray(reader.range_volts)[:nc], thresholds)
         for w, (s0, s1, _, n_out) in zip(windows, spans, strict=True):
+            scanner.start_window(offset)
             for chunk, cm in iter_destriped(reader, w.start_s, w.stop_s, labels, fs_out=fs_out,
                                             chunk_seconds=chunk_seconds, pad_seconds=pad_seconds,
-                                            n_threads=n_threads):
+                                            n_threads=n_threads, on_raw=scanner.feed_raw):
+                scanner.feed(chunk, cm)
                 writer.write(chunk, cm)
             records.append(_window_record(s0 / fs, s1 / fs, w, time_fn, offset, n_out))
             offset += n_out
@@ -146,6 +155,7 @@ def process_insertion(
             "params": params,
             "processing": destripe_params(reader, fs_out, chunk_seconds, pad_seconds).to_dict(),
             "versions": package_versions(),
+            "artifacts": scanner.finish(),
         })
         group.attrs["complete"] = True
     _logger.info("%s: wrote %s (%d channels x %d samples)", pid, root / pid, nc, n_total)

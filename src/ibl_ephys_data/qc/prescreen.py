@@ -117,7 +117,7 @@ def prescreen_folder(alf_probe_folder: str | os.PathLike, good: np.ndarray | Non
     missing = [name for name in FILES.values() if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: download the insertion's _iblqc_*LF "
-                                "datasets or compute them with ibl_ephys_data.qc.iblqc.write_iblqc_lf")
+                                "datasets or compute them with ibl_ephys_data.demo.iblqc.write_iblqc_lf")
     arrays = {key: np.load(folder / name) for key, name in FILES.items()}
     if good is None and (folder / LABELS_FILE).is_file():
         labels = np.load(folder / LABELS_FILE)
