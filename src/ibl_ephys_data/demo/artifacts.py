@@ -162,8 +162,9 @@ def draw_events(headline: str | None, seconds: float, seed: int, pickup: np.ndar
 
     ``headline`` is the insertion's planted problem: ``line_noise`` (60 Hz over the whole recording),
     ``burst`` (three 1-s probe-wide bursts) or ``saturation`` (two 0.5-s rails); ``extras`` adds brief or
-    long events of the :data:`EVENT_KINDS`; saturation pins all ``n_channels``. The recording is cut into as many slots as events, one event per
-    slot at a random place in it, so events never overlap. ``pickup`` are the channels in tissue.
+    long events of the :data:`EVENT_KINDS`; saturation pins all ``n_channels``. The recording is cut into as
+    many slots as events, one event per slot at a random place in it, so events never overlap. ``pickup``
+    are the channels in tissue.
     """
     plan: list[tuple[str, float]] = []  # (kind, duration) to place
     events: list[DemoEvent] = []

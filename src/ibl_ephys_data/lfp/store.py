@@ -6,8 +6,9 @@ a parameter changed.
 
 Layout: ``lfp`` (n_channels, n_samples) µV float32|float16, ``common_mode`` (n_samples,) µV float32,
 attrs ``fs``, ``units``, ``raw_ind``, ``windows``, ``params``, ``processing``, ``bad_channel_label``,
-``versions``, ``artifacts`` (intervals of ``lfp.artifacts``, stored samples) and, written last, ``complete``. The group is built under a hidden temporary name and renamed
-into place (``workspace.atomic_path``), so a killed run leaves no ``<pid>`` group at all.
+``versions``, ``artifacts`` (intervals of ``lfp.artifacts``, stored samples) and, written last,
+``complete``. The group is built under a hidden temporary name and renamed into place
+(``workspace.atomic_path``), so a killed run leaves no ``<pid>`` group at all.
 
 Chunking: ``lfp`` is stored uncompressed in chunks of one channel x 16384 samples (13 s at 1250 Hz,
 64 KiB in float32). A 3-s single-channel window then touches one chunk file (two at most) and decoding is
