@@ -283,6 +283,8 @@ def export(
     leakage: Annotated[str, typer.Option("--leakage", help="pid, session or subject.")] = "subject",
     k: Annotated[int, typer.Option("--k", help="Folds (kfold mode).")] = 5,
     strict: Annotated[bool, typer.Option("--strict", help="Error on too-small classes instead of dropping.")] = False,
+    keep_flagged: Annotated[bool, typer.Option("--keep-flagged", help="Keep windows flagged by per-window QC "
+                                               "(with their flag columns) instead of excluding them.")] = False,
 ) -> None:
     """Windows index, leakage-free splits (verified) and data card -> dataset/."""
     from ibl_ephys_data.dataset import dataset_info, export_dataset, plan_zero_shot
@@ -295,9 +297,11 @@ def export(
     out = export_dataset(ws, regions=regions, level=level, window_seconds=window_seconds,
                          stride_seconds=stride_seconds, neighbours=neighbours, min_channels=min_channels,
                          leakage=leakage, train_release=train_release, test_release=test_release, mode=mode, k=k,
-                         strict=strict)
+                         strict=strict, keep_flagged=keep_flagged)
     info = dataset_info(ws)
-    console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}")
+    flagged = info.get("flagged_windows") or {}
+    console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}; flagged by per-window QC: "
+                  f"{flagged.get('windows', 0)} ({'kept' if keep_flagged else 'excluded'})")
 
 
 dataset_app = typer.Typer(help="Inspect and verify an exported dataset.")

@@ -35,6 +35,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,7 @@ BLOCK_ROWS = 32  # channel rows per block: 16 sites x 2 columns of NP1, ~320 µm
 LINE_FAMILIES_HZ = (50.0, 60.0)
 LINE_BAND_HZ = (1.0, 300.0)
 MAD_TO_SIGMA = 1.4826
+RULE_WINDOW_SECONDS = 3.0  # the export's default window: what flagged_window_pct (a QC rule metric) counts in
 
 
 @dataclass(frozen=True)
@@ -332,3 +334,28 @@ def flagged_fraction(intervals: Sequence[dict], window_samples: int, segments: S
     r0 = np.tile(blocks, start.size)
     flags = flag_windows(intervals, starts, window_samples, r0, np.minimum(r0 + BLOCK_ROWS, n_rows))
     return float(flags.any(axis=1).mean())
+
+
+def window_flag_metrics(lfp_root: str | Path, pids: Sequence[str], window_seconds: float = RULE_WINDOW_SECONDS
+                        ) -> pd.DataFrame:
+    """``flagged_window_pct`` per pid from the finished lfp stores' ``artifacts`` attrs (NaN without them).
+
+    The qc stage runs before any export, so it judges back-to-back windows of the export's default length
+    over every stored segment and channel block.
+    """
+    import zarr
+
+    rows = []
+    for pid in pids:
+        value = np.nan
+        path = Path(lfp_root) / pid
+        if path.exists():
+            group = zarr.open_group(str(path), mode="r")
+            attrs = dict(group.attrs)
+            if attrs.get("complete") is True and attrs.get("artifacts") is not None:
+                n_rows, n_total = group["lfp"].shape
+                n = max(1, int(round(window_seconds * float(attrs["fs"]))))
+                segments = attrs.get("windows") or [{"offset": 0, "n_samples": n_total}]
+                value = 100.0 * flagged_fraction(attrs["artifacts"], n, segments, n_rows)
+        rows.append({"pid": pid, "flagged_window_pct": value})
+    return pd.DataFrame(rows, columns=["pid", "flagged_window_pct"])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from one.api import One
 
+from ibl_ephys_data.lfp.artifacts import window_flag_metrics
 from ibl_ephys_data.lfp.bad_channels import detect_channel_labels
 from ibl_ephys_data.lfp.stream import open_lf_reader
 from ibl_ephys_data.qc.metrics import snippet_qc
@@ -81,6 +82,8 @@ def run_qc(workspace: Workspace, one: One | None, rules: RuleSet | str | Path | 
         counts = channel_counts(channels)
         metrics = metrics.merge(counts.drop(columns=[c for c in counts if c in metrics and c != "pid"]),
                                 on="pid", how="left")
+    if not prescreen_only:  # per-window QC: share of the stored (exported) LFP flagged by the lfp stage
+        metrics = metrics.merge(window_flag_metrics(workspace.lfp, wanted), on="pid", how="left")
     metrics = metrics.sort_values("pid").reset_index(drop=True)
     write_parquet(metrics, workspace.qc_metrics)
     workspace.record_stage("qc", {**params, "rules_version": ruleset.version}, statuses)
