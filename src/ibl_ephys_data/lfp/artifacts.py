@@ -237,8 +237,9 @@ class ArtifactScanner:
         fraction = line_fraction(data[self.good], self.fs_out, min(self.seg, data.shape[1]),
                                  self.t.line_half_width_hz)  # (n_good, n_segments)
         seg = min(self.seg, data.shape[1])
+        fraction = np.nan_to_num(fraction)  # a channel without power (dropout) is the flat kind's business
         for b in np.unique(self.block_of_good):
-            value = np.nanmedian(fraction[self.block_of_good == b], axis=0)
+            value = np.median(fraction[self.block_of_good == b], axis=0)
             for k in np.flatnonzero(value > self.t.line_noise_fraction):
                 self._add("line_noise", first + k * seg, first + (k + 1) * seg, self._rows_of(int(b)), value[k])
 
