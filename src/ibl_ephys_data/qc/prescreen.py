@@ -63,6 +63,7 @@ FILES = {
     "timestamps": "_iblqc_ephysTimeRmsLF.timestamps.npy",
 }
 LABELS_FILE = "_iblqc_ephysChannels.labels.npy"
+RMS_TIMELINE_FILE = "rms_timeline.parquet"  # beside qc/metrics.parquet: rms_timeline() rows of every insertion
 
 
 def prescreen_arrays(power: np.ndarray, freqs: np.ndarray, rms: np.ndarray, timestamps: np.ndarray,
@@ -403,3 +404,20 @@ def _window_power_var(s: np.ndarray, t: float) -> np.ndarray:
 def _fejer(nu: np.ndarray, t: float) -> np.ndarray:
     """Fejer kernel T sinc^2(nu T): unit integral, the spectral window of a T-second mean."""
     return t * np.sinc(nu * t) ** 2
+
+
+def rms_timeline(rms: np.ndarray, timestamps: np.ndarray, fs: float, good: np.ndarray | None = None
+                 ) -> pd.DataFrame:
+    """The whole recording as IBL's ``_iblqc_ephysTimeRmsLF`` windows: start, stop (s) and median RMS (µV).
+
+    Why: signal QC reads a few snippets and the lfp stage a few windows, but ibllib's RMS windows cover every
+    second of the recording; kept per insertion (``qc/rms_timeline.parquet``) they are the backdrop of the
+    report's artifact timeline. ``timestamps`` are window centres (ibldsp WindowGenerator); the median over
+    ``good`` channels (all if None).
+    """
+    timestamps = np.asarray(timestamps, dtype=float).ravel()
+    nswin = int(2 ** np.ceil(np.log2(fs * RMS_WIN_LENGTH_SECS)))
+    half = _window_lengths(timestamps, fs, nswin) / fs / 2
+    rms = np.asarray(rms, dtype=float)[:, _good_channels(good, np.asarray(rms).shape[1])]
+    return pd.DataFrame({"t_start_s": timestamps - half, "t_stop_s": timestamps + half,
+                         "rms_uv": np.median(rms, axis=1) * 1e6})

@@ -19,19 +19,26 @@ from ibl_ephys_data.lfp.bad_channels import detect_channel_labels
 from ibl_ephys_data.lfp.stream import open_lf_reader
 from ibl_ephys_data.qc.metrics import snippet_qc
 from ibl_ephys_data.qc.prescreen import FILES as PRESCREEN_FILES
-from ibl_ephys_data.qc.prescreen import prescreen_arrays
+from ibl_ephys_data.qc.prescreen import RMS_TIMELINE_FILE, prescreen_arrays, rms_timeline
 from ibl_ephys_data.qc.rules import RuleSet, load_rules
 from ibl_ephys_data.qc.verdicts import alyx_metrics, channel_counts, channel_usable, update_verdicts
 from ibl_ephys_data.workspace import Workspace, run_per_pid, write_parquet
 
 
-def prescreen_pid(one: One, pid: str, good: np.ndarray | None = None) -> dict[str, float]:
-    """Pre-screen one insertion from the four small ``_iblqc_*LF`` datasets, downloaded through ONE."""
+def prescreen_pid(one: One, pid: str, good: np.ndarray | None = None,
+                  timelines: dict[str, pd.DataFrame] | None = None) -> dict[str, float]:
+    """Pre-screen one insertion from the four small ``_iblqc_*LF`` datasets, downloaded through ONE.
+
+    ``timelines`` (optional) receives the insertion's whole-recording RMS windows (``prescreen.rms_timeline``).
+    """
     eid, probe = one.pid2eid(pid)
     arrays = {}
     for key, name in PRESCREEN_FILES.items():
         path = one.load_dataset(eid, name, collection=f"raw_ephys_data/{probe}", download_only=True)
         arrays[key] = np.load(path)
+    if timelines is not None:  # artifact timeline of the report (viz.timeline)
+        fs = 2.0 * float(np.asarray(arrays["freqs"]).ravel()[-1])
+        timelines[pid] = rms_timeline(arrays["rms"], arrays["timestamps"], fs, good)
     return prescreen_arrays(**arrays, good=good)
 
 
@@ -63,11 +70,13 @@ def run_qc(workspace: Workspace, one: One | None, rules: RuleSet | str | Path | 
     params = {"prescreen_only": prescreen_only, "with_prescreen": with_prescreen, "n_snippets": n_snippets,
               "snippet_seconds": snippet_seconds}
 
+    timelines: dict[str, pd.DataFrame] = {}
+
     def work(pid: str) -> tuple[dict, pd.DataFrame | None]:
         labels = _labels_for(channels, pid)
         row: dict = {}
         if with_prescreen or prescreen_only:
-            row.update(prescreen_pid(one, pid, labels == 0 if labels is not None else None))
+            row.update(prescreen_pid(one, pid, labels == 0 if labels is not None else None, timelines))
         if prescreen_only:
             return row, None
         values, chans = signal_pid(one, pid, labels, n_snippets, snippet_seconds)
@@ -86,10 +95,23 @@ def run_qc(workspace: Workspace, one: One | None, rules: RuleSet | str | Path | 
         metrics = metrics.merge(window_flag_metrics(workspace.lfp, wanted), on="pid", how="left")
     metrics = metrics.sort_values("pid").reset_index(drop=True)
     write_parquet(metrics, workspace.qc_metrics)
+    _write_rms_timeline(workspace, timelines)
     workspace.record_stage("qc", {**params, "rules_version": ruleset.version}, statuses)
     verdicts = update_verdicts(workspace, ruleset, metrics)
     _write_channel_metrics(workspace, channels, per_channel, verdicts)
     return verdicts
+
+
+def _write_rms_timeline(workspace: Workspace, timelines: dict[str, pd.DataFrame]) -> None:
+    """``qc/rms_timeline.parquet``: these insertions' RMS windows replace theirs, the others' are kept."""
+    if not timelines:
+        return
+    path = workspace.qc_metrics.with_name(RMS_TIMELINE_FILE)
+    new = pd.concat([t.assign(pid=pid) for pid, t in timelines.items()], ignore_index=True)
+    if path.exists():
+        old = pd.read_parquet(path)
+        new = pd.concat([old[~old["pid"].isin(list(timelines))], new], ignore_index=True)
+    write_parquet(new.sort_values(["pid", "t_start_s"]).reset_index(drop=True), path)
 
 
 def _write_channel_metrics(workspace: Workspace, channels: pd.DataFrame, per_channel: list[pd.DataFrame],

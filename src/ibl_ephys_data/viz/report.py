@@ -45,6 +45,7 @@ from ibl_ephys_data.viz.figures import (
     write_insertion_figures,
     write_overview_figures,
 )
+from ibl_ephys_data.viz.timeline import timeline_section
 from ibl_ephys_data.workspace import Workspace, atomic_path
 
 logger = logging.getLogger(__name__)
@@ -748,6 +749,8 @@ def write_report(
                 for j, label in ((k - 1, "&larr; previous"), (k + 1, "next &rarr;")) if 0 <= j < len(pids)
             )
             page = _insertion_page(row, rows, available, figures, nav)
+            timeline = timeline_section(ws, pid, tmp / "figures" / _safe_name(pid), "../figures/")  # viz.timeline
+            page = page.replace("<h2>Metrics</h2>", timeline + "<h2>Metrics</h2>", 1)
             (tmp / pages[pid]).parent.mkdir(parents=True, exist_ok=True)
             (tmp / pages[pid]).write_text(page, encoding="utf-8")
         overview = write_overview_figures(ws, tmp / "figures" / "overview", formats)
