@@ -150,6 +150,6 @@ def test_demo_ground_truth_is_flagged_wherever_it_falls(lfp_workspace, demo_stor
             near_event |= (t0 < ev.stop_s + 1.0) & (t0 + 1 > ev.start_s - 1.0)
         clean += int((~near_event).sum())
         flagged_clean += int((hit & ~near_event).sum())
-    assert clean > 50_000 and planted_sum > 10_000  # channel-seconds: the measure is not vacuous
-    assert flagged_planted / planted_sum >= 0.95
-    assert flagged_clean / clean <= 0.01
+    assert clean > 30_000 and planted_sum > 10_000  # channel-seconds: the measure is not vacuous
+    assert flagged_planted / planted_sum >= 0.95, (flagged_planted / planted_sum, flagged_clean / clean)
+    assert flagged_clean / clean <= 0.01, (flagged_planted / planted_sum, flagged_clean / clean)
