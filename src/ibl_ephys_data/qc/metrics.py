@@ -243,7 +243,7 @@ def snippet_windows(
 
     Snippets are centred in equal parts of the recording; when the recording is too short for
     ``n_snippets`` of them, fewer are used (never overlapping ones, which would count an event twice).
-    Public so that demo data can plant artifacts where QC will look.
+    Public so that the report's artifact timeline (viz.timeline) can show the seconds QC read.
     """
     if n_snippets < 1 or not snippet_seconds > 0:
         raise ValueError(f"n_snippets={n_snippets}, snippet_seconds={snippet_seconds}: both must be positive")
