@@ -223,7 +223,7 @@ def test_verdicts_change_when_planted_events_fall_in_exported_windows(qc_workspa
         assert ("flagged_windows_fail" in fired) == (pid in planted), (pid, fired)
         assert "flagged_windows_fail" not in set(without.loc[pid, "fired_rules"])
     clean = [i.pid for i in INSERTIONS if not (i.artifact or i.defects) and i.alyx_json["qc"] == "PASS"]
-    assert (with_flags.loc[clean, "final_verdict"] == "PASS").all()
+    assert (with_flags.loc[clean, "verdict"] == "PASS").all()
     share = metrics.set_index("pid").loc[sorted(planted), "flagged_window_pct"].min()
     moved = compute_verdicts(metrics[metrics["pid"].isin(clean)].assign(flagged_window_pct=share))
     assert (moved["verdict"] == "FAIL").all() and moved["fired_rules"].map(set).eq({"flagged_windows_fail"}).all()

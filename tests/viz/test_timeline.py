@@ -31,7 +31,7 @@ def test_timeline_of_an_insertion_with_planted_events(exported, demo_store, demo
     rms = pd.read_parquet(exported.qc_metrics.with_name("rms_timeline.parquet"))
     assert set(rms["pid"]) == {i.pid for i in INSERTIONS}
     # ibllib's RMS windows cover the whole recording (the last one is shorter)
-    assert tl.rms["t_start_s"].min() == pytest.approx(0, abs=1e-6)
+    assert tl.rms["t_start_s"].min() == pytest.approx(0, abs=0.01)
     assert tl.duration_s == pytest.approx(demo_seconds, abs=0.01)
     # 24 s fits two 10-s QC snippets; the lfp stage stored the whole recording; 3-s windows exported
     assert sum(b - a for a, b in tl.qc_snippets) == pytest.approx(20.0)

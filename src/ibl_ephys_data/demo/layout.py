@@ -85,7 +85,7 @@ INSERTIONS: tuple[DemoInsertion, ...] = (
                   (-2243.0, -2000.0, -350.0), 15.0, 180.0, _RS_REGIONS, _qc("PASS", True, 12.1)),
     DemoInsertion("angelakilab", "NYU-DEMO-1", "2021-03-10", 1, "probe01", (BWM[0],),
                   (1800.0, 1200.0, -250.0), 10.0, 0.0, _SS_REGIONS, _qc("WARNING", True, 15.3),
-                  artifact="line_noise", defects=("flat", "step", "saturation")),
+                  artifact="line_noise", defects=("flat",)),
     DemoInsertion("angelakilab", "NYU-DEMO-1", "2021-03-12", 1, "probe00", (RS[1],),
                   (-2243.0, -2000.0, -350.0), 15.0, 180.0, _RS_REGIONS, _qc("PASS", True, 9.8)),
     DemoInsertion("churchlandlab", "CSHL-DEMO-2", "2021-05-04", 1, "probe00", (RS[0], BWM[0]),

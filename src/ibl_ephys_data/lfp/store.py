@@ -55,7 +55,8 @@ def lfp_params(
 ) -> dict:
     """The parameters an insertion's group is computed with: equal params => the group can be reused.
 
-    ``extra`` (JSON-able, e.g. the bad-channel detection settings) is stored and compared as well.
+    ``extra`` (JSON-able, e.g. the bad-channel detection settings) is stored and compared as well; the
+    per-window QC thresholds' fingerprint (``artifact_thresholds``) defaults to the default rules file's.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: choose one of {', '.join(DTYPES)}")
@@ -65,6 +66,7 @@ def lfp_params(
         "dtype": dtype,
         "chunk_seconds": float(chunk_seconds),
         "pad_seconds": pad_seconds,
+        "artifact_thresholds": default_thresholds().fingerprint,
         **extra,
     }
     return _jsonable(params)
