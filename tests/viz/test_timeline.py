@@ -21,7 +21,8 @@ def exported(qc_workspace, tmp_path_factory):
     src, _ = qc_workspace
     ws = Workspace(tmp_path_factory.mktemp("timeline") / "ws")
     shutil.copytree(src.root, ws.root)
-    export_dataset(ws, min_channels=5, exclude_verdicts=(), keep_flagged=True)
+    # k-fold over the brain-wide-map release keeps every bwm insertion (zero-shot drops some for leakage)
+    export_dataset(ws, min_channels=5, exclude_verdicts=(), keep_flagged=True, mode="kfold", k=2)
     return ws
 
 
