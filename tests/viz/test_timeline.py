@@ -34,23 +34,26 @@ def test_timeline_of_an_insertion_with_planted_events(exported, demo_store, demo
     # ibllib's RMS windows cover the whole recording (the last one is shorter)
     assert tl.rms["t_start_s"].min() == pytest.approx(0, abs=0.01)
     assert tl.duration_s == pytest.approx(demo_seconds, abs=0.01)
-    # 24 s fits two 10-s QC snippets; the lfp stage stored the whole recording; 3-s windows exported
+    # 24 s fits two 10-s QC snippets; the lfp stage stored the whole recording; nothing exported: the
+    # insertion FAILs, so its channels are not usable (qc channel_metrics) even with exclude_verdicts=()
     assert sum(b - a for a, b in tl.qc_snippets) == pytest.approx(20.0)
     assert tl.stored == [(0.0, demo_seconds)]
-    assert sum(b - a for a, b in tl.exported) == pytest.approx(24.0)
+    assert tl.exported == []
     # every planted saturation falls inside a flagged saturation span
     events = json.loads((demo_store / GROUND_TRUTH).read_text())["events"]
     for ev in (e for e in events if e["pid"] == ins.pid and e["kind"] == "saturation"):
         assert any(a <= ev["start_s"] and ev["stop_s"] <= b for a, b in tl.flagged["saturation"])
     sentence = tl.coverage()
-    assert sentence.startswith("signal QC read 20 s of 24 s; stored 24 s; exported 24 s; flagged ")
+    assert sentence.startswith("signal QC read 20 s of 24 s; stored 24 s; exported 0 s; flagged ")
     assert float(sentence.rsplit("flagged ", 1)[1].split()[0]) > 1.0
     assert len(timeline_figure(tl).axes) == 2
     html = timeline_section(exported, ins.pid, tmp_path, "../figures/")
     assert sentence in html and (tmp_path / "timeline.png").stat().st_size > 5_000
 
 
-def test_clean_insertion_flags_nothing(exported):
-    clean = next(i for i in INSERTIONS if not (i.artifact or i.defects) and i.alyx_json["qc"] == "PASS")
+def test_clean_insertion_is_exported_and_flags_nothing(exported, demo_seconds):
+    clean = INSERTIONS[0]  # PASS, no planted defect, in both releases
+    assert not (clean.artifact or clean.defects)
     tl = read_timeline(exported, clean.pid)
-    assert tl.flagged == {} and tl.coverage().endswith("flagged 0.0 s")
+    assert tl.exported == [(0.0, demo_seconds)]  # eight back-to-back 3-s windows
+    assert tl.flagged == {} and tl.coverage().endswith("exported 24 s; flagged 0.0 s")
