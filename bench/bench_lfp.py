@@ -5,7 +5,9 @@ peak RSS and bytes downloaded are measured separately:
 
 - baseline: download the whole .cbin, read the window, ``destripe_lfp(channel_labels=True)``, decimate;
 - ours: stream the needed chunks, detect bad channels once (10 x 4 s), chunked destriping into zarr;
-- ours again on a 120-s window, to show memory does not grow with window length.
+- ours again on a 120-s window, to show memory does not grow with window length;
+- ours without per-window QC (``lfp.artifacts`` scanner replaced by a no-op in the child process), so the
+  cost of scanning every stored sample is printed as a throughput ratio measured in the same run.
 
 Usage: ``uv run python bench/bench_lfp.py [--seconds 600] [--window 300]``
 """
@@ -67,7 +69,11 @@ def worker(kind: str, store: Path, start: float, window: float) -> dict:
             out = scipy.signal.decimate(destriped, 2, axis=-1, zero_phase=True)
             shape = out.shape
         else:
+            from ibl_ephys_data.lfp import store as lfp_store
             from ibl_ephys_data.lfp.stage import LfpOptions, process_pid
+
+            if kind == "ours-noqc":
+                lfp_store.ArtifactScanner = _NoScan
 
             zroot = Path(tempfile.mkdtemp()) / "lfp.zarr"
             process_pid(one, zroot, pid, LfpOptions(windows=((start, window),)))
@@ -79,6 +85,24 @@ def worker(kind: str, store: Path, start: float, window: float) -> dict:
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return {"kind": kind, "window_s": window, "wall_s": wall, "x_realtime": window / wall,
             "peak_rss_gb": rss_gb, "bytes_downloaded": served, "shape": list(shape), "dtype": str(np.float32)}
+
+
+class _NoScan:
+    """Stands in for ``lfp.artifacts.ArtifactScanner`` to time the lfp stage without per-window QC."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def start_window(self, offset):
+        pass
+
+    feed_raw = start_window
+
+    def feed(self, lfp, cm):
+        pass
+
+    def finish(self):
+        return []
 
 
 def run_child(kind: str, store: Path, start: float, window: float) -> dict:
@@ -121,16 +145,19 @@ def main() -> None:
     store = ensure_store(args.seconds)
     base = run_child("baseline", store, args.start, args.window)
     ours = run_child("ours", store, args.start, args.window)
+    noqc = run_child("ours-noqc", store, args.start, args.window)
     short = run_child("ours", store, args.start, 120.0)
     long_ = run_child("ours", store, 0.0, 600.0) if args.seconds >= 600 else None
     cbin_size = next(store.rglob("*.lf.cbin")).stat().st_size
     budget = covering_bytes(store, args.start, args.window)
-    rows = [base, ours, short] + ([long_] if long_ else [])
-    print(f"\n{'run':<10}{'window s':>9}{'wall s':>9}{'x real time':>13}{'peak RSS GB':>13}{'MB downloaded':>15}")
+    rows = [base, ours, noqc, short] + ([long_] if long_ else [])
+    print(f"\n{'run':<11}{'window s':>9}{'wall s':>9}{'x real time':>13}{'peak RSS GB':>13}{'MB downloaded':>15}")
     for r in rows:
-        print(f"{r['kind']:<10}{r['window_s']:>9.0f}{r['wall_s']:>9.1f}{r['x_realtime']:>13.2f}"
+        print(f"{r['kind']:<11}{r['window_s']:>9.0f}{r['wall_s']:>9.1f}{r['x_realtime']:>13.2f}"
               f"{r['peak_rss_gb']:>13.2f}{r['bytes_downloaded'] / 1e6:>15.1f}")
     ratio = ours["x_realtime"] / base["x_realtime"]
+    qc_ratio = ours["x_realtime"] / noqc["x_realtime"]
+    print(f"\nper-window QC: throughput with / without = {qc_ratio:.3f}  (target >= 0.90)")
     print(f"\nthroughput ratio ours/baseline ({args.window:.0f}-s window): {ratio:.2f}x  (target >= 3)")
     print(f"bytes: ours {ours['bytes_downloaded'] / 1e6:.1f} MB = {ours['bytes_downloaded'] / budget:.3f} x the "
           f"chunks covering window + batches + .ch/.meta ({budget / 1e6:.1f} MB; target <= 1.05); "

@@ -55,7 +55,7 @@ def best_of(repeats: int, fn) -> tuple[float, float]:
 
 def time_prescreen(cbin: Path, folder: Path, repeats: int) -> float:
     """Best wall time of ``prescreen_folder`` on IBL's LF QC arrays, the RMS series tiled to 1.5 h."""
-    from ibl_ephys_data.qc.iblqc import write_iblqc_lf
+    from ibl_ephys_data.demo.iblqc import write_iblqc_lf
     from ibl_ephys_data.qc.prescreen import FILES, prescreen_folder
 
     write_iblqc_lf(cbin, folder)

@@ -388,6 +388,8 @@ def export(
     k: Annotated[int, typer.Option("--k", help="Folds (kfold mode).")] = 5,
     strict: Annotated[bool, typer.Option("--strict", help="Error on too-small classes instead of dropping.")] = False,
     force: ForceOpt = False,
+    keep_flagged: Annotated[bool, typer.Option("--keep-flagged", help="Keep windows flagged by per-window QC "
+                                               "(with their flag columns) instead of excluding them.")] = False,
 ) -> None:
     """Windows index, leakage-free splits (verified) and data card -> dataset/."""
     from ibl_ephys_data.dataset import dataset_info, export_dataset, plan_zero_shot
@@ -401,9 +403,11 @@ def export(
         out = export_dataset(ws, regions=regions, level=level, window_seconds=window_seconds,
                              stride_seconds=stride_seconds, neighbours=neighbours, min_channels=min_channels,
                              leakage=leakage, train_release=train_release, test_release=test_release, mode=mode,
-                             k=k, strict=strict, force=force)
+                             k=k, strict=strict, force=force, keep_flagged=keep_flagged)
     info = dataset_info(ws)
-    console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}")
+    flagged = info.get("flagged_windows") or {}
+    console.print(f"dataset: {info.get('n_windows', '?')} windows, verified -> {out}; flagged by per-window QC: "
+                  f"{flagged.get('windows', 0)} ({'kept' if keep_flagged else 'excluded'})")
 
 
 @app.command()

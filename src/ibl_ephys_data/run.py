@@ -47,6 +47,7 @@ class ExportOptions:
     mode: str = "zero-shot"
     k: int = 5
     strict: bool = False
+    keep_flagged: bool = False
 
 
 @dataclass(frozen=True)

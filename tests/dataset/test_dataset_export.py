@@ -168,3 +168,48 @@ def test_regions_export_uses_targets_as_classes(ws):
     assert set(win.loc[win["label"] == "VIS", "allen_acronym"]) == {"VISp5"}
     splits = json.loads((ws.dataset_dir / "splits.json").read_text())
     assert splits["classes"]["label"] == ["HPF", "VIS"]
+
+
+# ---- per-window QC flags (lfp.artifacts intervals in the lfp store attrs) ------------------------------------
+def test_flagged_windows_are_excluded_counted_and_kept_on_request(tmp_path):
+    import zarr
+
+    from ibl_ephys_data.dataset import LfpWindows
+
+    ws = build_fake_workspace(tmp_path / "ws", variants=False)
+    pid = pid_of("r_new")
+    intervals = [  # 250 Hz store, segments [0, 1000) and [1000, 1750); 1-s windows start every 250 samples
+        {"kind": "flat", "start": 300, "stop": 400, "row_start": 0, "row_stop": 4, "value": 1.0},
+        {"kind": "step", "start": 1100, "stop": 1110, "row_start": 0, "row_stop": 24, "value": 25.0},
+    ]
+    for other in {pid_of(n) for n in ("r_new", "b_free1")}:
+        zarr.open_group(str(ws.lfp / other), mode="a").attrs["artifacts"] = intervals if other == pid else []
+    export_dataset(ws, window_seconds=1.0, min_channels=3, leakage="pid", val_fraction=0, keep_flagged=True)
+    win = _windows(ws)
+    mine = win[win["pid"] == pid]
+    flat = mine["flag_flat"] & (mine["raw_ind"] < 4) & (mine["start"] == 250)
+    assert mine["flag_flat"].sum() == flat.sum() == mine[(mine["raw_ind"] < 4) & (mine["start"] == 250)].shape[0]
+    assert set(mine.loc[mine["flag_step"], "start"]) == {1000} and mine["flag_step"].sum() == 18
+    assert mine.loc[mine["flag_step"], "artifact_flags"].map(list).isin([["step"], ["flat", "step"]]).all()
+    assert not mine[["flag_saturation", "flag_cm_burst", "flag_line_noise"]].to_numpy().any()
+    # a store written before per-window QC: unknown (null) flags, kept, counted as unchecked
+    unknown = win[~win["pid"].isin([pid, pid_of("b_free1")])]
+    assert unknown["flag_flat"].isna().all() and len(unknown)
+    n_flagged = int((mine["flag_flat"] | mine["flag_step"]).sum())
+    summary = json.loads((ws.dataset_dir / "splits.json").read_text())["summary"]["flagged_windows"]
+    assert summary["windows"] == n_flagged and summary["kept"] is True and summary["unchecked"] == len(unknown)
+    assert summary["per_reason"] == {"flat": int(mine["flag_flat"].sum()), "step": 18}
+    card = (ws.dataset_dir / "DATA_CARD.md").read_text()
+    assert "### Windows flagged by per-window QC" in card and f"{n_flagged} of {len(win)} windows" in card
+    assert "| step | 18 |" in card
+    # the loader drops them on request, all flags or named ones
+    assert len(LfpWindows(ws.root, exclude_flags=True)) == len(win) - n_flagged
+    assert len(LfpWindows(ws.root, exclude_flags=["step"])) == len(win) - 18
+    with pytest.raises(ValueError, match="exclude_flags='stepp' is not one of saturation, flat"):
+        LfpWindows(ws.root, exclude_flags=["stepp"])
+
+    export_dataset(ws, window_seconds=1.0, min_channels=3, leakage="pid", val_fraction=0)  # default: excluded
+    again = _windows(ws)
+    assert len(again) == len(win) - n_flagged and not again[["flag_flat", "flag_step"]].fillna(False).any().any()
+    info = dataset_info(ws)
+    assert info["flagged_windows"]["kept"] is False and info["flagged_windows"]["windows"] == n_flagged

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ibl_ephys_data.demo import artifacts as art
-from ibl_ephys_data.qc.artifacts import NP1_LF_RANGE_VOLTS
+from ibl_ephys_data.demo.artifacts import NP1_LF_RANGE_VOLTS
 
 FS = 2500.0
 
@@ -82,3 +82,74 @@ def test_input_is_left_untouched(volts):
 def test_artifact_outside_the_recording_is_rejected(volts, start_s, duration_s):
     with pytest.raises(ValueError, match="does not fit"):
         art.plant_dropout(volts, FS, start_s, duration_s)
+
+
+# ---- seeded defects of the demo store, independent of QC -------------------------------------------------------
+def test_demo_never_imports_qc_to_plant():
+    """Nothing in the demo package imports ibl_ephys_data.qc: planting never knows where QC looks."""
+    import ast
+    from pathlib import Path
+
+    import ibl_ephys_data.demo as demo
+
+    for path in sorted(Path(demo.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [n for n in names if n.startswith("ibl_ephys_data.qc")], path.name
+
+
+def test_events_come_from_the_seed_and_never_overlap():
+    pickup = np.arange(20, 350)
+    a = art.draw_events("saturation", 24.0, 5, pickup, extras=("flat", "line_noise", "step"))
+    assert a == art.draw_events("saturation", 24.0, 5, pickup, extras=("flat", "line_noise", "step"))
+    assert a != art.draw_events("saturation", 24.0, 6, pickup, extras=("flat", "line_noise", "step"))
+    assert sorted(e.kind for e in a) == ["flat", "line_noise", "saturation", "saturation", "step"]
+    spans = sorted((e.start_s, e.stop_s) for e in a)
+    assert all(b0 <= a1 for (_, b0), (a1, _) in zip(spans, spans[1:], strict=False))
+    assert spans[0][0] >= 0.5 and spans[-1][1] <= 24.0
+    flat = next(e for e in a if e.kind == "flat")
+    assert len(flat.channels) == 96 and set(flat.channels) <= set(pickup.tolist())
+    assert next(e for e in a if e.kind == "saturation").channels == tuple(range(384))
+    whole = art.draw_events("line_noise", 24.0, 0, pickup)
+    assert [(e.kind, e.start_s, e.stop_s) for e in whole] == [("line_noise", 0.0, 24.0)]
+    with pytest.raises(ValueError, match="unknown demo artifact 'hum'"):
+        art.draw_events("hum", 24.0, 0, pickup)
+
+
+def test_events_transform_plants_what_the_ground_truth_says():
+    fs = 2500.0
+    events = [art.DemoEvent("saturation", 1.0, 1.2, (0, 1)), art.DemoEvent("flat", 2.0, 2.5, (2,)),
+              art.DemoEvent("step", 3.0, 3.02, (3,)), art.DemoEvent("cm_burst", 4.0, 5.0, (4,))]
+    block = np.full((int(6 * fs), 6), 1e-5, dtype=np.float32)
+    transform = art.events_transform(events, fs)
+    # planted block by block at absolute times, as signals.write_demo_lf streams them
+    out = np.concatenate([transform(block[i:i + 4000], i) for i in range(0, block.shape[0], 4000)])
+    t = np.arange(block.shape[0]) / fs
+    sat = (t >= 1.0) & (t < 1.2)
+    assert np.all(out[sat, :2] == np.float32(NP1_LF_RANGE_VOLTS)) and np.all(out[~sat, :2] == np.float32(1e-5))
+    assert np.all(out[(t >= 2.0) & (t < 2.5), 2] == 0) and np.all(out[t < 2.0, 2] == np.float32(1e-5))
+    # a step persists: the offset stays after the event's instant
+    assert np.allclose(out[t >= 3.0, 3] - 1e-5, art.STEP_V) and np.allclose(out[t < 3.0, 3], 1e-5)
+    burst = out[(t >= 4.0) & (t < 5.0), 4] - 1e-5
+    assert np.abs(burst).max() == pytest.approx(art.BURST_V, rel=1e-3)
+    assert np.allclose(out[(t < 4.0) | (t >= 5.0), 4], 1e-5) and np.all(out[:, 5] == np.float32(1e-5))
+
+
+def test_store_ground_truth_places_events_outside_qc_snippets(demo_store, demo_seconds):
+    """Some seeded seconds miss the snippets signal QC reads: QC must not find the events by construction."""
+    import json
+
+    from ibl_ephys_data.demo.store import GROUND_TRUTH
+    from ibl_ephys_data.qc.metrics import snippet_windows
+
+    truth = json.loads((demo_store / GROUND_TRUTH).read_text())
+    assert truth["seconds"] == demo_seconds and {e["kind"] for e in truth["events"]} == set(art.EVENT_KINDS)
+    snippets = [(a / 1000, b / 1000) for a, b in snippet_windows(int(demo_seconds * 1000), 1000.0)]
+    outside = 0
+    for e in truth["events"]:
+        inside = sum(max(0.0, min(e["stop_s"], b) - max(e["start_s"], a)) for a, b in snippets)
+        outside += (e["stop_s"] - e["start_s"]) - inside > 0.1
+    assert outside >= 3
+    lengths = [e["stop_s"] - e["start_s"] for e in truth["events"]]
+    assert min(lengths) < 0.1 and max(lengths) >= demo_seconds - 1e-9  # some brief, some long

@@ -26,7 +26,7 @@ from ibllib.ephys.ephysqc import rmsmap
 
 from ibl_ephys_data.demo import artifacts as art
 from ibl_ephys_data.demo import signals
-from ibl_ephys_data.qc.iblqc import IBLQC_LF_FILES, write_iblqc_lf
+from ibl_ephys_data.demo.iblqc import IBLQC_LF_FILES, write_iblqc_lf
 from ibl_ephys_data.qc.metrics import lfp_metrics, snippet_qc
 from ibl_ephys_data.qc.prescreen import (
     LABELS_FILE,

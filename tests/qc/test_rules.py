@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from one.alf.spec import QC
@@ -35,7 +37,7 @@ def write_rules(tmp_path, body: str):
 def test_default_rules_are_versioned_complete_and_reasoned():
     rules = load_rules()
     assert default_rules_path().name == "qc_rules.yaml" and default_rules_path().is_file()
-    assert rules.version == "1.0"
+    assert rules.version == "1.1"
     ids = [r.id for r in rules.rules]
     assert len(ids) == len(set(ids))
     for rule in rules.rules:
@@ -166,3 +168,63 @@ def test_every_default_threshold_is_documented():
             assert f"{r.comparison} {r.threshold:g}`" in row and r.severity in row, r.id
         else:
             assert f"| `{r.id}` | `{r.condition}` | {r.severity} | {r.on_missing} |" in doc, r.id
+
+
+# ---- per-window artifact flags: thresholds beside the rules, rules on the flagged share ------------------------
+def test_window_flags_sit_beside_the_rules_and_are_validated(tmp_path):
+    from ibl_ephys_data.lfp.artifacts import default_thresholds
+    from ibl_ephys_data.qc.rules import read_window_flags
+
+    values, origin = read_window_flags()
+    assert origin == str(default_rules_path()) and values["saturation_level"] == 0.96
+    assert {r.metric for r in load_rules().rules} >= {"flagged_window_pct"}
+    with_flags = write_rules(tmp_path, f"""
+        version: "1"
+        rules: [{json.dumps(GOOD_RULE)}]
+        window_flags: {json.dumps({**values, "step_mads": 6})}
+        """)
+    assert load_rules(with_flags).rules[0].id == "r1"  # the rules parser accepts the window_flags mapping
+    assert default_thresholds(str(with_flags)).step_mads == 6.0
+    without = write_rules(tmp_path, f"""
+        version: "1"
+        rules: [{json.dumps(GOOD_RULE)}]
+        """)
+    with pytest.raises(ValueError, match="no 'window_flags' mapping"):
+        read_window_flags(without)
+    broken = write_rules(tmp_path, f"""
+        version: "1"
+        rules: [{json.dumps(GOOD_RULE)}]
+        window_flags: {json.dumps({**values, "flat_seconds": "ten ms"})}
+        """)
+    with pytest.raises(ValueError, match=r"window_flags.flat_seconds: non-numeric threshold 'ten ms'"):
+        read_window_flags(broken)
+
+
+def test_verdicts_change_when_planted_events_fall_in_exported_windows(qc_workspace, demo_store):
+    """The demo's seeded events are judged by the flagged share of the stored LFP, wherever QC's snippets are.
+
+    Without the lfp stage's intervals (flagged_window_pct missing, as before per-window QC), an insertion
+    is judged on its snippets only; with them, every insertion whose events fall in the stored windows gains
+    flagged_windows_fail, and a clean insertion given the same flagged share turns FAIL.
+    """
+    from ibl_ephys_data.demo.layout import INSERTIONS
+    from ibl_ephys_data.demo.store import GROUND_TRUTH
+    from ibl_ephys_data.qc.verdicts import compute_verdicts
+
+    ws, _ = qc_workspace
+    metrics = pd.read_parquet(ws.qc_metrics)
+    events = json.loads((demo_store / GROUND_TRUTH).read_text())["events"]
+    planted = {e["pid"] for e in events}
+    assert planted == {i.pid for i in INSERTIONS if i.artifact or i.defects}
+    with_flags = compute_verdicts(metrics).set_index("pid")
+    without = compute_verdicts(metrics.assign(flagged_window_pct=np.nan)).set_index("pid")
+    for pid in metrics["pid"]:
+        fired = set(with_flags.loc[pid, "fired_rules"])
+        assert ("flagged_windows_fail" in fired) == (pid in planted), (pid, fired)
+        assert "flagged_windows_fail" not in set(without.loc[pid, "fired_rules"])
+    clean = [i.pid for i in INSERTIONS if not (i.artifact or i.defects) and i.alyx_json["qc"] == "PASS"]
+    assert (with_flags.loc[clean, "verdict"] == "PASS").all()
+    share = metrics.set_index("pid").loc[sorted(planted), "flagged_window_pct"].min()
+    moved = compute_verdicts(metrics[metrics["pid"].isin(clean)].assign(flagged_window_pct=share))
+    assert (moved["verdict"] == "FAIL").all() and moved["fired_rules"].map(set).eq(
+        {"flagged_windows_warning", "flagged_windows_fail"}).all()

@@ -226,5 +226,5 @@ def test_update_verdicts_stage_writes_parquet_and_manifest(tmp_path):
     assert v["final_verdict"].tolist() == ["PASS", "FAIL"]
     assert read_verdicts(ws.qc_verdicts)["verdict"].tolist() == ["PASS", "FAIL"]
     manifest = json.loads(ws.manifest_path.read_text())
-    assert manifest["stages"]["qc_verdicts"]["parameters"]["rules_version"] == "1.0"
+    assert manifest["stages"]["qc_verdicts"]["parameters"]["rules_version"] == "1.1"
     assert manifest["pids"]["p2"]["qc_verdicts"]["verdict"] == "FAIL"

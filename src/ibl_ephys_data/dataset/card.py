@@ -108,6 +108,7 @@ def render_card(summary: Mapping[str, Any]) -> str:
             _table(["reason", "channels"],
                    sorted(summary["excluded_channels"].items(), key=lambda kv: (-kv[1], kv[0])))
             if summary["excluded_channels"] else "None.",
+            "", "### Windows flagged by per-window QC", "", *_flag_lines(summary.get("flagged_windows")),
             "", f"### Classes with fewer than {p['min_channels']} channels (dropped)", "",
             _table(["class", "channels"], sorted(summary["dropped_classes"].items()))
             if summary["dropped_classes"] else "None.",
@@ -127,6 +128,23 @@ def render_card(summary: Mapping[str, Any]) -> str:
             "item = train[0]  # item['x']: float32 (channels, samples); item['y'] indexes train.classes",
             "```", ""]
     return "\n".join(out)
+
+
+def _flag_lines(flagged: Mapping[str, Any] | None) -> list[str]:
+    """Flagged windows per reason: the lfp stage scans every stored sample, signal QC only snippets."""
+    if not flagged:
+        return ["Not recorded (dataset exported before per-window QC)."]
+    fate = "kept, with their flags (`--keep-flagged`)" if flagged["kept"] else "excluded (default)"
+    out = [f"{flagged['windows']} of {flagged['of']} windows overlap an artifact interval of the lfp stage "
+           f"and were {fate}; a window can have several reasons."]
+    if flagged["per_reason"]:
+        out += ["", _table(["reason", "windows"], sorted(flagged["per_reason"].items()))]
+    if flagged["per_split"]:
+        out += ["", _table(["split", "flagged windows"], sorted(flagged["per_split"].items()))]
+    if flagged["unchecked"]:
+        out += ["", f"{flagged['unchecked']} windows come from lfp stores written before per-window QC: "
+                    "their flags are unknown (null) and they were kept."]
+    return out
 
 
 def _group(mapping: Mapping[str, str]) -> dict[str, list[str]]:

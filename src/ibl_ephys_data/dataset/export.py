@@ -43,7 +43,14 @@ from ibl_ephys_data.dataset.splits import (
     verify,
     verify_or_raise,
 )
-from ibl_ephys_data.dataset.windows import WINDOW_SCHEMA, LfpLayout, build_windows, read_layout, to_table
+from ibl_ephys_data.dataset.windows import (
+    FLAG_COLUMNS,
+    WINDOW_SCHEMA,
+    LfpLayout,
+    build_windows,
+    read_layout,
+    to_table,
+)
 from ibl_ephys_data.errors import EmptyResultError, MissingStageError
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
 from ibl_ephys_data.workspace.lfp_store import LfpStore
@@ -163,6 +170,7 @@ def export_dataset(
     exclude_verdicts: Sequence[str] = ("FAIL", "CRITICAL"),
     on_missing: str = "skip",
     force: bool = False,
+    keep_flagged: bool = False,
 ) -> Path:
     """Build dataset/ (windows.parquet, splits.json, DATA_CARD.md) and return its path.
 
@@ -171,6 +179,8 @@ def export_dataset(
     ``train_release``, test on ``test_release``) or ``kfold`` (``k`` folds of ``train_release``), both free of
     leakage at ``leakage`` (pid/session/subject/lab). Insertions with a QC verdict in ``exclude_verdicts``
     are left out; pids missing lfp/qc outputs are skipped and counted (``on_missing="error"`` raises).
+    Windows touched by an artifact interval of the lfp stage (``flag_*`` columns) are left out unless
+    ``keep_flagged``, then kept with their flags; either way they are counted per reason in the data card.
     """
     ws = _workspace(workspace)
     level = normalize_level(level)
@@ -188,7 +198,7 @@ def export_dataset(
         "stride_seconds": None if stride_seconds is None else float(stride_seconds),
         "neighbours": int(neighbours),
         "min_channels": int(min_channels), "strict": bool(strict), "exclude_verdicts": list(exclude_verdicts),
-        "on_missing": on_missing,
+        "on_missing": on_missing, "keep_flagged": bool(keep_flagged),
     }
     catalog = ws.read_catalog()
     catalog["pid"] = catalog["pid"].astype(str)
@@ -238,6 +248,7 @@ def export_dataset(
     subjects: dict[str, set[str]] = {}
     classes: dict[str, set[str]] = {lev: set() for lev in (*LEVELS, "label", "target")}
     statuses: dict[str, dict] = {}
+    flagged = FlagTally(keep_flagged)
     dataset_dir = ws.dataset_dir
     with atomic_path(dataset_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -251,6 +262,7 @@ def export_dataset(
                 }
                 win = build_windows(chans, layouts[pid], window_seconds, stride_seconds, neighbours,
                                        insertion)
+                win = flagged.apply(win)
                 writer.write_table(to_table(win))
                 _tally(win, chans, s, insertion["subject"], per_split, subjects, per_label, classes)
                 statuses[pid] = {"status": "done", "split": s, "channels": len(chans), "windows": len(win)}
@@ -274,6 +286,7 @@ def export_dataset(
             "qc_rules": dict(Counter(r for v in qc_excluded.values() for r in v["rules"])),
             "excluded_channels": {str(k): int(v) for k, v in excluded_ch["reason"].value_counts().items()},
             "dropped_classes": dropped,
+            "flagged_windows": flagged.summary(),
             "verified": "yes",
             "storage": _storage(ws, [p for p, st in statuses.items() if st.get("status") == "done"]),
         }
@@ -306,6 +319,32 @@ def export_dataset(
     logger.info("dataset written to %s: %s", dataset_dir,
                 {s: v["windows"] for s, v in per_split.items()})
     return dataset_dir
+
+
+class FlagTally:
+    """Counts windows flagged by per-window QC (per reason, per split) and drops them unless kept."""
+
+    def __init__(self, keep: bool):
+        self.keep = keep
+        self.per_reason: Counter = Counter()
+        self.per_split: Counter = Counter()
+        self.flagged = self.unchecked = self.total = 0
+
+    def apply(self, win: pd.DataFrame) -> pd.DataFrame:
+        flags = win[list(FLAG_COLUMNS)]
+        unchecked = flags.isna().all(axis=1).to_numpy()
+        hit = flags.fillna(False).astype(bool).to_numpy().any(axis=1)
+        self.total += len(win)
+        self.unchecked += int(unchecked.sum())
+        self.flagged += int(hit.sum())
+        for col in FLAG_COLUMNS:
+            self.per_reason[col.removeprefix("flag_")] += int(flags[col].fillna(False).astype(bool).sum())
+        self.per_split.update(win.loc[hit, "split"].astype(str).value_counts().to_dict())
+        return win if self.keep else win[~hit].reset_index(drop=True)
+
+    def summary(self) -> dict:
+        return {"kept": self.keep, "windows": self.flagged, "of": self.total, "unchecked": self.unchecked,
+                "per_reason": {k: v for k, v in self.per_reason.items() if v}, "per_split": dict(self.per_split)}
 
 
 def _str(value: Any) -> str | None:
@@ -357,6 +396,7 @@ def dataset_info(workspace: Workspace | str | os.PathLike) -> dict:
         "excluded_insertions": {k: len(v) for k, v in summary.get("excluded_insertions", {}).items()},
         "excluded_channels": summary.get("excluded_channels", {}),
         "dropped_classes": summary.get("dropped_classes", {}),
+        "flagged_windows": summary.get("flagged_windows", {}),
         "n_windows": pq.ParquetFile(windows).metadata.num_rows if windows.exists() else 0,
         "verified": not problems,
         "problems": problems,

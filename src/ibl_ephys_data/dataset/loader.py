@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ibl_ephys_data.errors import MissingStageError
+from ibl_ephys_data.errors import MissingStageError, check_option
+from ibl_ephys_data.lfp.artifacts import KINDS as ARTIFACT_KINDS
 from ibl_ephys_data.workspace.lfp_store import ChunkCache, LfpStore, ShardReader, ZarrReader
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class LfpWindows:
     every split. ``zscore`` normalises each channel of a window; ``spectrogram`` (True or a dict of
     `scipy.signal.spectrogram` arguments) returns 10·log10 power (channels, freqs, times) instead; then
     ``transform(x)`` runs last. Metadata: ``pid``, ``raw_ind``, ``start``, ``index`` (row of the selection;
-    `location` and `frame` give the rest).
+    `location` and `frame` give the rest). ``exclude_flags`` drops windows flagged by per-window QC (all
+    flags if True, or the named kinds of ``lfp.artifacts.KINDS``) from a dataset exported with
+    ``--keep-flagged``.
 
     With DataLoader workers every batch crosses processes; for raw windows that transfer, not reading,
     bounds the rate, and torch's ``file_system`` sharing strategy
@@ -71,6 +74,7 @@ class LfpWindows:
         fold: int | None = None,
         lfp_path: str | os.PathLike | None = None,
         cache_mb: float = 256.0,
+        exclude_flags: bool | Sequence[str] = False,
     ):
         self.dataset_dir, self.windows_path = _locate(path)
         self.lfp_root = Path(lfp_path) if lfp_path else self.dataset_dir.parent / "lfp.zarr"
@@ -79,11 +83,12 @@ class LfpWindows:
         self._store = LfpStore(self.lfp_root)
         if level not in LABEL_COLUMNS:
             raise ValueError(f"unknown level {level!r}: use one of {', '.join(LABEL_COLUMNS)}")
-        self.level, self.split, self.fold = level, split, fold
+        self.level, self.split, self.fold, self.exclude_flags = level, split, fold, exclude_flags
         self.transform, self.zscore, self.cache_mb = transform, zscore, cache_mb
         self.spectrogram = ({} if spectrogram is True else dict(spectrogram)) if spectrogram else None
         label_col = LABEL_COLUMNS[level]
-        table = pq.read_table(self.windows_path, columns=[*_INDEX_COLUMNS, label_col])
+        flag_columns = [f"flag_{k}" for k in _flag_kinds(exclude_flags)]
+        table = pq.read_table(self.windows_path, columns=[*_INDEX_COLUMNS, label_col, *flag_columns])
         labels_all = table.column(label_col)
         if labels_all.null_count:
             raise ValueError(
@@ -91,6 +96,7 @@ class LfpWindows:
             )
         self.classes = self._classes(labels_all)
         table = table.filter(self._selection(table)) if split is not None else table
+        table = _flag_filter(table, exclude_flags)  # per-window QC flags of a --keep-flagged export
         self.pids, self._pid_code = _encode(table.column("pid"))
         self._raw_ind = table.column("raw_ind").to_numpy()
         self._row_start = table.column("row_start").to_numpy().astype(np.int64)
@@ -194,7 +200,33 @@ class LfpWindows:
     def frame(self) -> Any:
         """The selected rows of windows.parquet with all columns, as a pandas DataFrame."""
         table = pq.read_table(self.windows_path)
-        return (table.filter(self._selection(table)) if self.split is not None else table).to_pandas()
+        table = table.filter(self._selection(table)) if self.split is not None else table
+        return _flag_filter(table, self.exclude_flags).to_pandas()
+
+
+def _flag_filter(table: Any, exclude: bool | Sequence[str]) -> Any:
+    """Drop windows carrying any (``True``) or the named per-window QC flags (e.g. ``["saturation"]``).
+
+    Only matters for datasets exported with ``--keep-flagged``: by default the export already left them
+    out. Unknown (null) flags, from lfp stores written before per-window QC, do not drop a window.
+    """
+    kinds = _flag_kinds(exclude)
+    if not kinds:
+        return table
+    hit = None
+    for kind in kinds:
+        column = pc.fill_null(table.column(f"flag_{kind}"), False)
+        hit = column if hit is None else pc.or_(hit, column)
+    return table.filter(pc.invert(hit))
+
+
+def _flag_kinds(exclude: bool | Sequence[str] | None) -> list[str]:
+    if not exclude:
+        return []
+    kinds = list(ARTIFACT_KINDS) if exclude is True else [str(k) for k in exclude]
+    for kind in kinds:
+        check_option("exclude_flags", kind, ARTIFACT_KINDS)
+    return kinds
 
 
 def _encode(column: Any) -> tuple[list[str], np.ndarray]:

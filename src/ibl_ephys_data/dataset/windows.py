@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ibl_ephys_data.errors import DataIntegrityError, command_hint
+from ibl_ephys_data.lfp.artifacts import KINDS as ARTIFACT_KINDS
+from ibl_ephys_data.lfp.artifacts import flag_windows
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ WINDOW_SCHEMA = pa.schema([
     ("ccf_ap_um", pa.float64()), ("ccf_dv_um", pa.float64()), ("ccf_ml_um", pa.float64()),
     ("axial_um", pa.float64()), ("lateral_um", pa.float64()),
     ("qc_verdict", pa.string()), ("split", pa.string()), ("fold", pa.int32()),
+    # per-window artifact flags (lfp.artifacts intervals of the lfp store): one boolean per kind + the list
+    *[(f"flag_{kind}", pa.bool_()) for kind in ARTIFACT_KINDS], ("artifact_flags", pa.list_(pa.string())),
 ])
+FLAG_COLUMNS = tuple(f"flag_{kind}" for kind in ARTIFACT_KINDS)
 WINDOW_COLUMNS = tuple(WINDOW_SCHEMA.names)
 _CHANNEL_COLUMNS = (
     "raw_ind", "allen_id", "allen_acronym", "beryl_id", "beryl_acronym", "cosmos_id", "cosmos_acronym",
@@ -51,6 +56,7 @@ class LfpLayout:
     raw_ind: list[int]
     n_samples: int
     segments: list[dict] = field(default_factory=list)
+    artifacts: list[dict] | None = None  # lfp.artifacts intervals; None: store written before per-window QC
 
     @property
     def n_channels(self) -> int:
@@ -81,7 +87,9 @@ def read_layout(lfp_root: Path, pid: str) -> tuple[LfpLayout | None, str]:
         if int(seg["offset"]) < 0 or int(seg["offset"]) + int(seg["n_samples"]) > n_samples:
             raise DataIntegrityError(f"{path} attrs windows {seg} exceed the {n_samples} samples of lfp: "
                                      f"re-run `{command_hint('lfp', pids=[pid])}`")
-    return LfpLayout(pid, float(attrs["fs"]), raw_ind, n_samples, list(segments)), ""
+    artifacts = attrs.get("artifacts")
+    return LfpLayout(pid, float(attrs["fs"]), raw_ind, n_samples, list(segments),
+                     None if artifacts is None else list(artifacts)), ""
 
 
 def window_starts(layout: LfpLayout, n_samples: int, stride: int) -> pd.DataFrame:
@@ -153,10 +161,30 @@ def build_windows(
     out["n_samples"], out["stride"], out["fs"] = n, stride, layout.fs
     for key, value in (insertion or {}).items():
         out[key] = value
+    out = pd.concat([out, window_flags(layout, out["start"].to_numpy(), n, out["row_start"].to_numpy(),
+                                       out["row_stop"].to_numpy())], axis=1)
     for col in WINDOW_COLUMNS:
         if col not in out.columns:
             out[col] = None
     return out[list(WINDOW_COLUMNS)]
+
+
+def window_flags(layout: LfpLayout, start: np.ndarray, n_samples: int, row_start: np.ndarray,
+                 row_stop: np.ndarray) -> pd.DataFrame:
+    """``flag_<kind>`` booleans and the ``artifact_flags`` list of each window, from the store's intervals.
+
+    A store written before per-window QC has no intervals: its windows get null flags (unknown), never
+    False (clean), so they are not mistaken for checked data.
+    """
+    if layout.artifacts is None:
+        logger.warning("pid %s: lfp store has no artifact intervals (written before per-window QC): flags are "
+                       "null; run `%s` to compute them", layout.pid, command_hint("lfp", pids=[layout.pid]))
+        flags = pd.DataFrame({c: pd.Series([None] * len(start), dtype="boolean") for c in FLAG_COLUMNS})
+        return flags.assign(artifact_flags=[None] * len(start))
+    hits = flag_windows(layout.artifacts, start, n_samples, row_start, row_stop)
+    names = np.array(ARTIFACT_KINDS, dtype=object)
+    reasons = [list(names[row]) for row in hits[list(ARTIFACT_KINDS)].to_numpy()]
+    return hits.rename(columns=dict(zip(ARTIFACT_KINDS, FLAG_COLUMNS, strict=True))).assign(artifact_flags=reasons)
 
 
 def to_table(windows: pd.DataFrame) -> pa.Table:

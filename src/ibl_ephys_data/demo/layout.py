@@ -35,6 +35,7 @@ class DemoInsertion:
     regions: tuple[tuple[str, float], ...]  # (acronym, thickness µm) below the brain surface
     alyx_json: dict = field(default_factory=dict)
     artifact: str | None = None  # "line_noise" | "burst" | "saturation" | None
+    defects: tuple[str, ...] = ()  # extra seeded events (demo.artifacts.EVENT_KINDS), anywhere in the recording
 
     @property
     def eid(self) -> str:
@@ -84,20 +85,21 @@ INSERTIONS: tuple[DemoInsertion, ...] = (
                   (-2243.0, -2000.0, -350.0), 15.0, 180.0, _RS_REGIONS, _qc("PASS", True, 12.1)),
     DemoInsertion("angelakilab", "NYU-DEMO-1", "2021-03-10", 1, "probe01", (BWM[0],),
                   (1800.0, 1200.0, -250.0), 10.0, 0.0, _SS_REGIONS, _qc("WARNING", True, 15.3),
-                  artifact="line_noise"),
+                  artifact="line_noise", defects=("flat",)),
     DemoInsertion("angelakilab", "NYU-DEMO-1", "2021-03-12", 1, "probe00", (RS[1],),
                   (-2243.0, -2000.0, -350.0), 15.0, 180.0, _RS_REGIONS, _qc("PASS", True, 9.8)),
     DemoInsertion("churchlandlab", "CSHL-DEMO-2", "2021-05-04", 1, "probe00", (RS[0], BWM[0]),
                   (-2243.0, -2000.0, -350.0), 15.0, 180.0, _RS_REGIONS,
-                  _qc("FAIL", False, 31.0), artifact="burst"),
+                  _qc("FAIL", False, 31.0), artifact="burst", defects=("flat", "step")),
     DemoInsertion("hoferlab", "SWC-DEMO-3", "2022-02-21", 1, "probe00", (BWM[1],),
                   (-1500.0, 2500.0, -200.0), 5.0, 90.0, _MO_REGIONS, _qc("PASS", True, 10.4)),
     DemoInsertion("steinmetzlab", "UW-DEMO-4", "2022-07-08", 2, "probe00", (BWM[1],),
                   (2000.0, -1800.0, -300.0), 12.0, 0.0, _RS_REGIONS,
                   {"qc": "PASS", "n_units": 250, "extended_qc": {"tracing_exists": True}},
-                  artifact="saturation"),
+                  artifact="saturation", defects=("flat", "line_noise", "step")),
     DemoInsertion("steinmetzlab", "UW-DEMO-4", "2022-07-08", 2, "probe01", (BWM[1],),
-                  (-1200.0, -900.0, -250.0), 8.0, 180.0, _SS_REGIONS, _qc("CRITICAL", True, 11.0)),
+                  (-1200.0, -900.0, -250.0), 8.0, 180.0, _SS_REGIONS, _qc("CRITICAL", True, 11.0),
+                  defects=("flat", "cm_burst", "saturation", "line_noise")),
     DemoInsertion("churchlandlab", "CSHL-DEMO-5", "2021-09-15", 1, "probe00", (BWM[0],),
                   (2400.0, -2200.0, -400.0), 15.0, 0.0, _RS_REGIONS, _qc("PASS", True, 8.7)),
 )

@@ -7,7 +7,9 @@ Layout of the store (``root``):
 - ``sessions.pqt``, ``datasets.pqt``, ``insertions.pqt``: ONE cache tables, so ``ONE(mode='local')`` reads
   the store directly and the loopback server can serve per-tag cache zips;
 - ``alyx.json``: what the loopback Alyx knows beyond the cache tables (insertion records with their QC
-  json, dataset tags, the demo account).
+  json, dataset tags, the demo account);
+- ``ground_truth.json``: every planted signal defect (pid, kind, probe-clock seconds, raw channels), drawn
+  from the demo's own seed (``demo.artifacts.draw_events``), for checking QC against it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from rich.progress import Progress
 
 from ibl_ephys_data.atlas import brain_regions
 from ibl_ephys_data.demo import signals
+from ibl_ephys_data.demo.artifacts import draw_events, events_transform
+from ibl_ephys_data.demo.iblqc import write_iblqc_lf
 from ibl_ephys_data.demo.layout import INSERTIONS, DemoInsertion, demo_uuid, releases_of
-from ibl_ephys_data.qc.iblqc import write_iblqc_lf
-from ibl_ephys_data.qc.metrics import snippet_windows
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ LF_FS = 2500.0
 PROBE_LENGTH_UM = 3840.0
 SPIKE_SORTER = "pykilosort"
 ORIGIN = "ibl-ephys-data-demo"
+GROUND_TRUTH = "ground_truth.json"
 
 
 def _md5(path: Path) -> str:
@@ -84,43 +87,6 @@ def planted_bad_channels(ins: DemoInsertion) -> dict[str, list[int]]:
     return {"dead": [int(picks[0])], "noisy": sorted(int(p) for p in picks[1:])}
 
 
-def artifact_transform(kind: str, fs: float, seconds: float, pickup: np.ndarray):
-    """A ``transform(block, first_sample)`` planting one whole-probe artifact at absolute times.
-
-    Events are placed inside the snippets signal QC reads (``qc.metrics.snippet_windows``), as a real
-    artifact would have to be to be seen:
-
-    - ``line_noise``: 60 Hz mains (+ 2 harmonics), 60 µV at the fundamental, on the ``pickup`` channels
-      (those in tissue: a dead or out-of-brain site does not pick up mains like the others);
-    - ``burst``: a 1-s 8 Hz burst of 1 mV on the ``pickup`` channels in the middle of every snippet;
-    - ``saturation``: 0.5 s pinned at NP1 LF full scale (+2.4 mV) on every channel in the first snippet.
-    """
-    if kind not in ("line_noise", "burst", "saturation"):
-        raise ValueError(f"unknown demo artifact {kind!r}")
-    snippets = snippet_windows(int(seconds * fs), fs)
-    channels = np.asarray(pickup)
-    middles = [(a + b) / 2 / fs for a, b in snippets]
-
-    def transform(block: np.ndarray, first: int) -> np.ndarray:
-        t = (first + np.arange(block.shape[0])) / fs
-        out = block.copy()
-        if kind == "line_noise":
-            line = sum(a * np.sin(2 * np.pi * 60.0 * h * t) for h, a in ((1, 60e-6), (2, 20e-6), (3, 10e-6)))
-            out[:, channels] += line[:, None]
-        elif kind == "burst":
-            for start in middles:
-                inside = (t >= start) & (t < start + 1.0)
-                envelope = np.sin(np.pi * (t[inside] - start)) ** 2
-                burst = 1e-3 * envelope * np.sin(2 * np.pi * 8.0 * (t[inside] - start))
-                out[np.ix_(inside, channels)] += burst[:, None]
-        else:
-            inside = (t >= middles[0]) & (t < middles[0] + 0.5)
-            out[inside] = signals.NP1_AI_RANGE_MAX / signals.NP1_LF_GAIN
-        return out.astype(block.dtype)
-
-    return transform
-
-
 def generate_store(root: str | Path, seconds: float = DEFAULT_SECONDS, seed: int = 0,
                    n_insertions: int | None = None) -> Path:
     """Write the demo store under ``root`` (deterministic for a given ``seconds`` and ``seed``).
@@ -130,14 +96,15 @@ def generate_store(root: str | Path, seconds: float = DEFAULT_SECONDS, seed: int
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     geometry = channel_geometry()
-    dataset_rows, session_rows, insertion_rows, tags, records = [], {}, [], {}, []
+    dataset_rows, session_rows, insertion_rows, tags, records, truth = [], {}, [], {}, [], []
     cast = INSERTIONS[:n_insertions]
     jobs = [(root / ins.session_rel, ins, geometry, seconds, seed + i) for i, ins in enumerate(cast)]
     with Progress(transient=True) as progress, ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         task = progress.add_task("demo store", total=len(cast))
         futures = [pool.submit(_write_insertion, *job) for job in jobs]
         for (session_path, ins, *_), future in zip(jobs, futures, strict=True):
-            files = future.result()
+            files, events = future.result()
+            truth += [{"pid": ins.pid, **e.to_dict()} for e in events]
             session_rows[ins.eid] = {
                 "id": ins.eid, "lab": ins.lab, "subject": ins.subject,
                 "date": pd.Timestamp(ins.date).date(), "number": ins.number,
@@ -163,6 +130,7 @@ def generate_store(root: str | Path, seconds: float = DEFAULT_SECONDS, seed: int
     _write_tables(root, session_rows, dataset_rows, insertion_rows)
     alyx = {"users": {DEMO_USER: DEMO_PASSWORD}, "dataset_tags": tags, "insertions": records,
             "seconds": seconds, "seed": seed}
+    (root / GROUND_TRUTH).write_text(json.dumps({"seconds": seconds, "seed": seed, "events": truth}, indent=1))
     (root / "alyx.json").write_text(json.dumps(alyx, indent=1, sort_keys=True))
     _logger.info("demo store written to %s", root)
     return root
@@ -187,7 +155,7 @@ def _save(path: Path, array: np.ndarray) -> Path:
 
 
 def _write_insertion(session_path: Path, ins: DemoInsertion, geometry: pd.DataFrame, seconds: float,
-                     seed: int) -> list[Path]:
+                     seed: int) -> tuple[list[Path], list]:
     axial, lateral = geometry["axial_um"].to_numpy(), geometry["lateral_um"].to_numpy()
     xyz, atlas_id = trajectory(ins, axial)
     mlapdv = (xyz * 1e6).astype(np.float32)
@@ -209,17 +177,19 @@ def _write_insertion(session_path: Path, ins: DemoInsertion, geometry: pd.DataFr
     files.append(_save(sorter / "spikes.times.npy", np.sort(rng.uniform(0, seconds, n_spikes))))
     files.append(_save(sorter / "spikes.clusters.npy", rng.integers(0, 50, n_spikes).astype(np.uint32)))
     files.append(_save(sorter / "clusters.channels.npy", rng.integers(0, 384, 50).astype(np.int64)))
-    files += _write_raw_lf(raw, ins, atlas_id, seconds, seed)
-    return files
+    raw_files, events = _write_raw_lf(raw, ins, atlas_id, seconds, seed)
+    return files + raw_files, events
 
 
-def _write_raw_lf(raw: Path, ins: DemoInsertion, atlas_id: np.ndarray, seconds: float, seed: int) -> list[Path]:
+def _write_raw_lf(raw: Path, ins: DemoInsertion, atlas_id: np.ndarray, seconds: float, seed: int
+                  ) -> tuple[list[Path], list]:
     planted = planted_bad_channels(ins)
     n_outside = int(np.sum(atlas_id == 0))
     imec = f"imec{int(ins.probe[-2:])}"
     stem = f"_spikeglx_ephysData_g0_t0.{imec}.lf"
     pickup = np.flatnonzero((atlas_id != 0) & ~np.isin(np.arange(atlas_id.size), planted["dead"]))
-    plant = artifact_transform(ins.artifact, fs=LF_FS, seconds=seconds, pickup=pickup) if ins.artifact else None
+    events = draw_events(ins.artifact, seconds, seed, pickup, extras=ins.defects)
+    plant = events_transform(events, LF_FS) if events else None
     cbin = signals.write_demo_lf(
         raw, stem=stem, n_seconds=seconds, fs=LF_FS, seed=seed, dead=planted["dead"],
         noisy=planted["noisy"], n_outside=n_outside, transform=plant, region_ids=tuple(atlas_id.tolist()),
@@ -232,4 +202,4 @@ def _write_raw_lf(raw: Path, ins: DemoInsertion, atlas_id: np.ndarray, seconds: 
     files.append(_save(raw / f"_spikeglx_ephysData_g0_t0.{imec}.timestamps.npy",
                        np.c_[samples, offset + samples / fs_ap * drift]))
     files += write_iblqc_lf(cbin, raw)
-    return files
+    return files, events

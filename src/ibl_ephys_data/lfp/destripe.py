@@ -29,7 +29,7 @@ import math
 import queue
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -322,12 +322,15 @@ def iter_destriped(
     chunk_seconds: float = 30.0,
     pad_seconds: float | None = None,
     n_threads: int = 2,
+    on_raw: Callable[[np.ndarray], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Destriped, decimated LFP of probe-clock seconds ``[t0, t1)``, one chunk at a time.
 
     Yields ``(lfp_uv, common_mode_uv)``: float32 arrays (n_channels, n) and (n,) in µV at fs / q, in
     the reader's channel order; concatenated they cover ``ceil(n_in / q)`` output samples, the first at
     input sample ``round(t0 * fs)``. Peak memory is set by ``chunk_seconds`` and ``pad_seconds``.
+    ``on_raw`` is handed each chunk's raw volts (n, n_channels), in order and without overlap, before
+    the chunk is yielded (the per-window QC of ``lfp.artifacts`` reads the ADC-scale samples there).
     """
     fs = float(reader.fs)
     s0, s1, q, _ = window_samples(reader, t0, t1, fs_out)
@@ -356,6 +359,8 @@ def iter_destriped(
                     buf[buf_len:buf_len + len(block)] = block
                     buf_len += len(block)
                 crop = (max(s0, a - margin), min(s1, b + margin))
+                if on_raw is not None:
+                    on_raw(buf[a - buf_start:b - buf_start])
                 yield destriper.run(buf[:hi - buf_start], buf_start, crop, (a, b))
     finally:
         prefetch.close()

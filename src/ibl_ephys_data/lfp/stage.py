@@ -17,6 +17,7 @@ import pandas as pd
 from one.api import One
 
 from ibl_ephys_data.errors import InputError
+from ibl_ephys_data.lfp.artifacts import default_thresholds
 from ibl_ephys_data.lfp.bad_channels import batch_starts, detect_channel_labels
 from ibl_ephys_data.lfp.destripe import default_pad_seconds
 from ibl_ephys_data.lfp.store import process_insertion
@@ -48,9 +49,11 @@ class LfpOptions:
     full_download: bool = field(default=False, compare=False)
 
     def spec(self) -> dict:
+        """The fingerprinted options, with the per-window QC thresholds' fingerprint (changed -> recompute)."""
         spec = asdict(self)
         spec.pop("full_download")
         spec["windows"] = [list(w) for w in self.windows]
+        spec["artifact_thresholds"] = default_thresholds().fingerprint
         return spec
 
 

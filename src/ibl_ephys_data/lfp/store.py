@@ -8,6 +8,7 @@ The layout, encoding (scaled int16 by default) and integrity checks live in
 `ibl_ephys_data.workspace.lfp_store`; this module runs the destriping and feeds the writer whole shards, so
 no shard is ever read back and memory stays below one shard whatever the window lengths. The group is built
 under a hidden temporary name and renamed into place, so a killed run leaves no ``<pid>`` group at all.
+Attrs also hold ``artifacts``: the per-window QC intervals of ``lfp.artifacts`` (stored samples).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ibl_ephys_data.errors import check_option
+from ibl_ephys_data.lfp.artifacts import ArtifactScanner, ArtifactThresholds, default_thresholds
 from ibl_ephys_data.lfp.destripe import (
     destripe_params,
     iter_destriped,
@@ -45,7 +47,8 @@ def lfp_params(
 ) -> dict:
     """The parameters an insertion's group is computed with: equal params => the group can be reused.
 
-    ``extra`` (JSON-able, e.g. the bad-channel detection settings) is stored and compared as well.
+    ``extra`` (JSON-able, e.g. the bad-channel detection settings) is stored and compared as well; the
+    per-window QC thresholds' fingerprint (``artifact_thresholds``) defaults to the default rules file's.
     """
     check_option("dtype", dtype, DTYPES)
     params = {
@@ -54,6 +57,7 @@ def lfp_params(
         "dtype": dtype,
         "chunk_seconds": float(chunk_seconds),
         "pad_seconds": pad_seconds,
+        "artifact_thresholds": default_thresholds().fingerprint,
         **extra,
     }
     return _jsonable(params)
@@ -72,17 +76,22 @@ def process_insertion(
     pad_seconds: float | None = None,
     n_threads: int = 2,
     extra_params: dict | None = None,
+    artifact_thresholds: ArtifactThresholds | None = None,
 ) -> Path:
     """Destripe ``windows`` of one insertion into ``<zarr_root>/<pid>/`` atomically; return its path.
 
     ``reader``: a ``spikeglx.Reader``-like object; ``channel_labels``: the bad-channel DataFrame (or
     label array) in the reader's channel order; ``time_fn`` maps probe seconds to session seconds.
     Windows are concatenated along samples in the order given. Chunks are streamed to disk, so memory
-    does not depend on the window lengths.
+    does not depend on the window lengths. Artifact intervals (``lfp.artifacts``, thresholds from the
+    default rules file unless given) are found on the same samples and stored in attrs ``artifacts``.
     """
     if not windows:
         raise ValueError(f"{pid}: no window to process: select windows with ibl_ephys_data.lfp.windows")
-    params = lfp_params(windows, fs_out, dtype, chunk_seconds, pad_seconds, **(extra_params or {}))
+    # -- per-window QC hook (lfp.artifacts): thresholds fingerprint in params, scanner fed every chunk --
+    thresholds = artifact_thresholds or default_thresholds()
+    extra_params = {**(extra_params or {}), "artifact_thresholds": thresholds.fingerprint}
+    params = lfp_params(windows, fs_out, dtype, chunk_seconds, pad_seconds, **extra_params)
     labels = labels_array(channel_labels, reader)
     fs = float(reader.fs)
     spans = [window_samples(reader, w.start_s, w.stop_s, fs_out) for w in windows]
@@ -94,10 +103,13 @@ def process_insertion(
         writer = _AlignedWriter(out)
         records = []
         offset = 0
+        scanner = ArtifactScanner(labels, fs, q, np.asarray(reader.range_volts)[:nc], thresholds)
         for w, (s0, s1, _, n_out) in zip(windows, spans, strict=True):
+            scanner.start_window(offset)
             for chunk, cm in iter_destriped(reader, w.start_s, w.stop_s, labels, fs_out=fs_out,
                                             chunk_seconds=chunk_seconds, pad_seconds=pad_seconds,
-                                            n_threads=n_threads):
+                                            n_threads=n_threads, on_raw=scanner.feed_raw):
+                scanner.feed(chunk, cm)
                 writer.write(chunk, cm)
             records.append(_window_record(s0 / fs, s1 / fs, w, time_fn, offset, n_out))
             offset += n_out
@@ -113,6 +125,7 @@ def process_insertion(
             "params": params,
             "processing": destripe_params(reader, fs_out, chunk_seconds, pad_seconds).to_dict(),
             "versions": package_versions(),
+            "artifacts": scanner.finish(),
         })
     logger.info("%s: wrote %s (%d channels x %d samples)", pid, store.path(pid), nc, n_total)
     return store.path(pid)

@@ -243,8 +243,7 @@ def snippet_windows(
 
     Snippets are centred in equal parts of the recording; when the recording is too short for
     ``n_snippets`` of them, fewer are used (never overlapping ones, which would count an event twice).
-    Used by :func:`snippet_qc`; its placement is the QC's, so anything that must land where QC looks
-    (e.g. planted demo artifacts) asks this function rather than repeating the rule.
+    Used by :func:`snippet_qc`; the report's artifact timeline (viz.timeline) shows the seconds it picks.
     """
     if n_snippets < 1 or not snippet_seconds > 0:
         raise ValueError(f"n_snippets={n_snippets}, snippet_seconds={snippet_seconds}: both must be positive")

@@ -32,6 +32,7 @@ import pandas as pd
 from ibldsp import fourier
 
 from ibl_ephys_data.qc.artifacts import LINE_FAMILIES_HZ
+from ibl_ephys_data.workspace.schema import IBLQC_LF_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +58,9 @@ FINE_MAX_HZ = 20.0  # above, the spectrum is smooth on the 1/T scale and integra
 
 PRESCREEN_KEYS = ("prescreen_snr_db", "prescreen_line_noise_pct", "prescreen_line_f0_hz",
                   "prescreen_spectral_slope", "prescreen_power_cv")
-FILES = {
-    "power": "_iblqc_ephysSpectralDensityLF.power.npy",
-    "freqs": "_iblqc_ephysSpectralDensityLF.freqs.npy",
-    "rms": "_iblqc_ephysTimeRmsLF.rms.npy",
-    "timestamps": "_iblqc_ephysTimeRmsLF.timestamps.npy",
-}
+FILES = IBLQC_LF_FILES
 LABELS_FILE = "_iblqc_ephysChannels.labels.npy"
+RMS_TIMELINE_FILE = "rms_timeline.parquet"  # beside qc/metrics.parquet: rms_timeline() rows of every insertion
 
 
 def prescreen_arrays(power: np.ndarray, freqs: np.ndarray, rms: np.ndarray, timestamps: np.ndarray,
@@ -118,7 +115,7 @@ def prescreen_folder(alf_probe_folder: str | os.PathLike, good: np.ndarray | Non
     missing = [name for name in FILES.values() if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: download the insertion's _iblqc_*LF "
-                                "datasets or compute them with ibl_ephys_data.qc.iblqc.write_iblqc_lf")
+                                "datasets or compute them with ibl_ephys_data.demo.iblqc.write_iblqc_lf")
     arrays = {key: np.load(folder / name) for key, name in FILES.items()}
     if good is None and (folder / LABELS_FILE).is_file():
         labels = np.load(folder / LABELS_FILE)
@@ -404,3 +401,20 @@ def _window_power_var(s: np.ndarray, t: float) -> np.ndarray:
 def _fejer(nu: np.ndarray, t: float) -> np.ndarray:
     """Fejer kernel T sinc^2(nu T): unit integral, the spectral window of a T-second mean."""
     return t * np.sinc(nu * t) ** 2
+
+
+def rms_timeline(rms: np.ndarray, timestamps: np.ndarray, fs: float, good: np.ndarray | None = None
+                 ) -> pd.DataFrame:
+    """The whole recording as IBL's ``_iblqc_ephysTimeRmsLF`` windows: start, stop (s) and median RMS (µV).
+
+    Why: signal QC reads a few snippets and the lfp stage a few windows, but ibllib's RMS windows cover every
+    second of the recording; kept per insertion (``qc/rms_timeline.parquet``) they are the backdrop of the
+    report's artifact timeline. ``timestamps`` are window centres (ibldsp WindowGenerator); the median over
+    ``good`` channels (all if None).
+    """
+    timestamps = np.asarray(timestamps, dtype=float).ravel()
+    nswin = int(2 ** np.ceil(np.log2(fs * RMS_WIN_LENGTH_SECS)))
+    half = _window_lengths(timestamps, fs, nswin) / fs / 2
+    rms = np.asarray(rms, dtype=float)[:, _good_channels(good, np.asarray(rms).shape[1])]
+    return pd.DataFrame({"t_start_s": timestamps - half, "t_stop_s": timestamps + half,
+                         "rms_uv": np.median(rms, axis=1) * 1e6})

@@ -33,6 +33,7 @@ ON_MISSING = ("NOT_SET", "SKIP")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=", "in", "not in")
 REQUIRED_KEYS = ("id", "metric", "comparison", "threshold", "severity", "rationale", "source")
 OPTIONAL_KEYS = ("on_missing",)
+WINDOW_FLAGS_KEY = "window_flags"  # per-window artifact thresholds, read by the lfp stage (lfp.artifacts)
 
 #: Every metric a rule may name, with its meaning and units (docs/qc.md ("Rules and thresholds") lists the same).
 KNOWN_METRICS: dict[str, str] = {
@@ -60,6 +61,9 @@ KNOWN_METRICS: dict[str, str] = {
     "striping_ratio": "rms(common mode) / median channel rms",
     "coburst_fraction": "fraction of channels whose 1-s band power exceeds 5x their median together",
     "saturation_pct": "samples saturated on > 20% of channels (%)",
+    # per-window artifact intervals of the stored LFP (lfp.artifacts, from the lfp store attrs)
+    "flagged_window_pct": "(3-s window, 32-channel block) pairs of the stored LFP touched by an artifact "
+    "interval (%)",
     # bad-channel counts from the lfp stage (verdicts.channel_counts)
     "n_channels": "number of channels of the insertion",
     "n_dead": "channels labelled dead (1)",
@@ -157,6 +161,24 @@ def load_rules(path: str | os.PathLike | None = None) -> RuleSet:
     return ruleset
 
 
+def read_window_flags(path: str | os.PathLike | None = None) -> tuple[dict[str, float], str]:
+    """The ``window_flags`` mapping of a rules file (default: the package's) and the file's path.
+
+    Why here: the per-window thresholds sit beside the insertion rules in one file, so one file says
+    what "bad data" means; ``lfp.artifacts.ArtifactThresholds`` validates the names.
+    """
+    path = default_rules_path() if path is None else Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"rules file {path} does not exist: pass an existing YAML file or omit it "
+                                "to use the default rules")
+    obj = yaml.safe_load(path.read_text())
+    values = obj.get(WINDOW_FLAGS_KEY) if isinstance(obj, dict) else None
+    if not isinstance(values, dict):
+        raise ValueError(f"rules file {path}: no '{WINDOW_FLAGS_KEY}' mapping of per-window thresholds: copy "
+                         f"the one of {default_rules_path()}")
+    return {str(k): _number(v, f"rules file {path}: {WINDOW_FLAGS_KEY}.{k}") for k, v in values.items()}, str(path)
+
+
 def resolve_rules(rules: RuleSet | str | os.PathLike | None) -> RuleSet:
     """Accept a RuleSet, a path to a rules file, or None (defaults): what public functions take."""
     return rules if isinstance(rules, RuleSet) else load_rules(rules)
@@ -172,9 +194,10 @@ def parse_rules(obj: Any, origin: str = "<rules>") -> RuleSet:
     raw_rules = obj.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise ValueError(f"rules file {origin}: 'rules' must be a non-empty list of rules")
-    unknown_top = sorted(set(obj) - {"version", "rules"})
+    unknown_top = sorted(set(obj) - {"version", "rules", WINDOW_FLAGS_KEY})
     if unknown_top:
-        raise ValueError(f"rules file {origin}: unknown top-level key(s) {unknown_top}: only 'version' and "
+        raise ValueError(f"rules file {origin}: unknown top-level key(s) {unknown_top}: only 'version', "
+                         f"'{WINDOW_FLAGS_KEY}' and "
                          "'rules' are allowed")
     rules, seen = [], set()
     for i, raw in enumerate(raw_rules, start=1):

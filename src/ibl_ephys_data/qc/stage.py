@@ -16,13 +16,14 @@ import pandas as pd
 from one.api import One
 
 from ibl_ephys_data.errors import EmptyResultError, MissingStageError
+from ibl_ephys_data.lfp.artifacts import window_flag_metrics
 from ibl_ephys_data.lfp.bad_channels import detect_channel_labels
 from ibl_ephys_data.lfp.stream import open_lf_reader
 from ibl_ephys_data.net import verified_dataset
 from ibl_ephys_data.pipeline import InsertionStage, StageResult, run_stage
 from ibl_ephys_data.qc.metrics import snippet_qc
 from ibl_ephys_data.qc.prescreen import FILES as PRESCREEN_FILES
-from ibl_ephys_data.qc.prescreen import prescreen_arrays
+from ibl_ephys_data.qc.prescreen import RMS_TIMELINE_FILE, prescreen_arrays, rms_timeline
 from ibl_ephys_data.qc.reviews import apply_reviews, read_reviews
 from ibl_ephys_data.qc.rules import load_rules
 from ibl_ephys_data.qc.verdicts import (
@@ -37,13 +38,20 @@ from ibl_ephys_data.workspace import Workspace, atomic_path, fingerprint, write_
 STAGE = "qc"
 
 
-def prescreen_pid(one: One, pid: str, good: np.ndarray | None = None) -> dict[str, float]:
-    """Pre-screen one insertion from the four small ``_iblqc_*LF`` datasets, downloaded through ONE."""
+def prescreen_pid(one: One, pid: str, good: np.ndarray | None = None,
+                  timelines: dict[str, pd.DataFrame] | None = None) -> dict[str, float]:
+    """Pre-screen one insertion from the four small ``_iblqc_*LF`` datasets, downloaded through ONE.
+
+    ``timelines`` (optional) receives the insertion's whole-recording RMS windows (``prescreen.rms_timeline``).
+    """
     eid, probe = one.pid2eid(pid)
     arrays = {}
     for key, name in PRESCREEN_FILES.items():
         path = verified_dataset(one, eid, name, collection=f"raw_ephys_data/{probe}")
         arrays[key] = np.load(path)
+    if timelines is not None:  # artifact timeline of the report (viz.timeline)
+        fs = 2.0 * float(np.asarray(arrays["freqs"]).ravel()[-1])
+        timelines[pid] = rms_timeline(arrays["rms"], arrays["timestamps"], fs, good)
     return prescreen_arrays(**arrays, good=good)
 
 
@@ -84,9 +92,11 @@ def process_qc(one: One, workspace: Workspace, pid: str, options: QcOptions) -> 
     """One insertion's metrics -> ``parts/qc/<pid>.channels.parquet`` then ``parts/qc/<pid>.parquet`` (the commit)."""
     labels = _labels_for(pd.read_parquet(workspace.channels, filters=[("pid", "==", pid)]), pid)
     row: dict = {"pid": pid}
-    if options.with_prescreen or options.prescreen_only:
-        row.update(prescreen_pid(one, pid, labels == 0 if labels is not None else None))
     stamp = fingerprint(options.spec())
+    if options.with_prescreen or options.prescreen_only:
+        timelines: dict[str, pd.DataFrame] = {}
+        row.update(prescreen_pid(one, pid, labels == 0 if labels is not None else None, timelines))
+        workspace.write_part(STAGE, pid, timelines[pid].assign(pid=pid), stamp, name="rms")
     if not options.prescreen_only:
         values, per_channel = signal_pid(one, pid, labels, options.n_snippets, options.snippet_seconds)
         row.update(values)
@@ -101,7 +111,7 @@ def qc_done(workspace: Workspace, pid: str, options: QcOptions) -> bool:
 
 
 def assemble_qc(workspace: Workspace, options: QcOptions, force: bool = False) -> pd.DataFrame:
-    """Metrics, verdicts and channel metrics of every insertion QC has run on, committed together.
+    """Metrics, verdicts, channel metrics and RMS timelines of every insertion QC has run on, committed together.
 
     Rows: catalog insertions with a QC part, plus those whose QC failed (their metrics are missing, so their
     verdict is NOT_SET, never a silent PASS). The three tables are written into one temporary folder that
@@ -120,6 +130,8 @@ def assemble_qc(workspace: Workspace, options: QcOptions, force: bool = False) -
         counts = channel_counts(channels)
         metrics = metrics.merge(counts.drop(columns=[c for c in counts if c in metrics and c != "pid"]),
                                 on="pid", how="left")
+    if not options.prescreen_only:  # per-window QC: share of the stored (exported) LFP the lfp stage flagged
+        metrics = metrics.merge(window_flag_metrics(workspace.lfp, pids), on="pid", how="left")
     metrics = metrics.sort_values("pid").reset_index(drop=True)
     if metrics.empty and not force and workspace.qc_metrics.exists() and len(pd.read_parquet(workspace.qc_metrics)):
         raise EmptyResultError(f"{workspace.qc_metrics}: this run produced no QC rows; the existing tables were "
@@ -134,6 +146,10 @@ def assemble_qc(workspace: Workspace, options: QcOptions, force: bool = False) -
         write_parquet(metrics, tmp / workspace.qc_metrics.name)
         write_verdicts(verdicts, tmp / workspace.qc_verdicts.name)
         write_parquet(channel_metrics, tmp / workspace.qc_channel_metrics.name)
+        rms = workspace.read_parts(STAGE, name="rms", pids=set(pids))
+        if rms:  # the whole-recording RMS windows of the pre-screen: the report's artifact timeline
+            write_parquet(pd.concat(rms, ignore_index=True).sort_values(["pid", "t_start_s"]).reset_index(drop=True),
+                          tmp / RMS_TIMELINE_FILE)
     workspace.record_stage("qc_verdicts", {"rules_version": ruleset.version, "rules_sha256": ruleset.sha256,
                                            "rules_file": ruleset.origin})
     return verdicts

@@ -50,6 +50,7 @@ from ibl_ephys_data.viz.html import (
 )
 from ibl_ephys_data.viz.insertion_page import insertion_page
 from ibl_ephys_data.viz.markdown import render_markdown
+from ibl_ephys_data.viz.timeline import timeline_section
 from ibl_ephys_data.workspace import Workspace, atomic_path
 
 logger = logging.getLogger(__name__)
@@ -293,6 +294,8 @@ def write_report(
                 for j, label in ((k - 1, "&larr; previous"), (k + 1, "next &rarr;")) if 0 <= j < len(pids)
             )
             text = insertion_page(row, rows, available, figures, nav)
+            timeline = timeline_section(ws, pid, tmp / "figures" / safe_name(pid), "../figures/")
+            text = text.replace("<h2>Metrics</h2>", timeline + "<h2>Metrics</h2>", 1)
             (tmp / pages[pid]).parent.mkdir(parents=True, exist_ok=True)
             (tmp / pages[pid]).write_text(text, encoding="utf-8")
         overview = write_overview_figures(ws, tmp / "figures" / "overview", formats)

@@ -41,6 +41,14 @@ RELEASES: dict[str, tuple[str, ...]] = {
     "bwm": ("2022_Q4_IBL_et_al_BWM", "2023_Q4_IBL_et_al_BWM_2"),
 }
 
+#: IBL's small LF QC datasets (ibllib's ``extract_rmsmap``) in ``raw_ephys_data/probeXX``: the pre-screen reads them.
+IBLQC_LF_FILES = {
+    "power": "_iblqc_ephysSpectralDensityLF.power.npy",
+    "freqs": "_iblqc_ephysSpectralDensityLF.freqs.npy",
+    "rms": "_iblqc_ephysTimeRmsLF.rms.npy",
+    "timestamps": "_iblqc_ephysTimeRmsLF.timestamps.npy",
+}
+
 # tables -------------------------------------------------------------------------------------------
 # Each table is (column, dtype, meaning) rows; stages select and order columns from here, and
 # docs/workspace.md's tables are generated from here (tests/workspace/test_schema.py checks they match).

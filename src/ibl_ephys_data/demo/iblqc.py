@@ -18,7 +18,7 @@ from pathlib import Path
 import spikeglx
 from ibllib.ephys.ephysqc import extract_rmsmap
 
-from ibl_ephys_data.qc.prescreen import FILES as PRESCREEN_FILES
+from ibl_ephys_data.workspace.schema import IBLQC_LF_FILES as PRESCREEN_FILES
 
 logger = logging.getLogger(__name__)
 
