@@ -40,7 +40,7 @@ SchedulerOpt = Annotated[str | None, typer.Option(
 RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Only the insertions whose last run failed.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Let an empty result replace a non-empty output.")]
 DEFAULT_WORKSPACE = Path("ibl-workspace")
-USER_ERRORS = (IblEphysDataError, ValueError, FileNotFoundError, LookupError)
+USER_ERRORS = (IblEphysDataError,)  # only errors the user can act on; anything else is a bug: a traceback
 
 
 def user_errors(func):

@@ -217,6 +217,9 @@ def qc_show(
     from ibl_ephys_data.viz.figures import qc_panel_figure, qc_panel_lines
 
     ws = _existing(workspace)
+    for path in (ws.qc_metrics, ws.qc_verdicts):
+        if not path.exists():
+            raise MissingStageError(f"{path} does not exist", "qc", ws.root)
     metrics = pd.read_parquet(ws.qc_metrics).set_index("pid")
     verdicts = pd.read_parquet(ws.qc_verdicts).set_index("pid")
     if pid not in metrics.index:

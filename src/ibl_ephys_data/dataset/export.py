@@ -51,7 +51,7 @@ from ibl_ephys_data.dataset.windows import (
     read_layout,
     to_table,
 )
-from ibl_ephys_data.errors import EmptyResultError, MissingStageError
+from ibl_ephys_data.errors import EmptyResultError, InputError, MissingStageError
 from ibl_ephys_data.workspace import Workspace, atomic_path, package_versions, write_json, write_text
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
@@ -113,7 +113,7 @@ def _verdicts(verdicts: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, 
     if verdicts is None:
         return {}, {}
     if not {"pid", "final_verdict"} <= set(verdicts.columns):
-        raise ValueError("qc/verdicts.parquet lacks pid/final_verdict: re-run `ibl-ephys-data qc`")
+        raise InputError("qc/verdicts.parquet lacks pid/final_verdict: re-run `ibl-ephys-data qc`")
     rules = verdicts["fired_rules"] if "fired_rules" in verdicts.columns else [None] * len(verdicts)
     pids = verdicts["pid"].astype(str)
     return (dict(zip(pids, verdicts["final_verdict"].astype(str), strict=True)),
@@ -188,9 +188,9 @@ def export_dataset(
     if names:
         resolve_regions(names)  # fail on a typo before reading anything
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        raise InputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if on_missing not in ("skip", "error"):
-        raise ValueError(f"on_missing={on_missing!r}: use 'skip' or 'error'")
+        raise InputError(f"on_missing={on_missing!r}: use 'skip' or 'error'")
     exclude_verdicts = tuple(str(v).upper() for v in exclude_verdicts)
     params = {
         **split_parameters(mode, leakage, train_release, test_release, k, val_fraction, seed),
@@ -215,7 +215,7 @@ def export_dataset(
     layouts, missing = _upstream(ws, candidates, channels, verdict_of, channel_qc)
     if missing and on_missing == "error":
         listing = ", ".join(f"{p} ({w})" for p, w in sorted(missing.items()))
-        raise ValueError(
+        raise InputError(
             f"{len(missing)} pids lack lfp/qc outputs: {listing}; run those stages or pass on_missing='skip'"
         )
     if missing:
@@ -226,7 +226,7 @@ def export_dataset(
     }
     ready = [pid for pid in layouts if pid not in qc_excluded]
     if not ready:
-        raise ValueError(
+        raise InputError(
             f"no insertion of {train_release}/{test_release} in {ws.root} has lfp and qc outputs passing QC: "
             "run `ibl-ephys-data lfp` and `ibl-ephys-data qc` first"
         )
@@ -239,7 +239,7 @@ def export_dataset(
         reason="not in lfp store")], ignore_index=True)
     labelled, dropped = apply_min_channels(labelled[in_store].reset_index(drop=True), min_channels, strict)
     if labelled.empty:
-        raise ValueError(f"no channel left after labelling and min_channels={min_channels}: see the logs")
+        raise InputError(f"no channel left after labelling and min_channels={min_channels}: see the logs")
 
     assignment = split.set_index("pid")
     info = catalog.set_index("pid")

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ibl_ephys_data.errors import MissingStageError, check_option
+from ibl_ephys_data.errors import InputError, MissingStageError, check_option
 from ibl_ephys_data.lfp.artifacts import KINDS as ARTIFACT_KINDS
 from ibl_ephys_data.workspace.lfp_store import ChunkCache, LfpStore, ShardReader, ZarrReader
 
@@ -82,7 +82,7 @@ class LfpWindows:
             raise MissingStageError(f"{self.lfp_root} does not exist (or pass lfp_path=)", "lfp")
         self._store = LfpStore(self.lfp_root)
         if level not in LABEL_COLUMNS:
-            raise ValueError(f"unknown level {level!r}: use one of {', '.join(LABEL_COLUMNS)}")
+            raise InputError(f"unknown level {level!r}: use one of {', '.join(LABEL_COLUMNS)}")
         self.level, self.split, self.fold, self.exclude_flags = level, split, fold, exclude_flags
         self.transform, self.zscore, self.cache_mb = transform, zscore, cache_mb
         self.spectrogram = ({} if spectrogram is True else dict(spectrogram)) if spectrogram else None
@@ -91,7 +91,7 @@ class LfpWindows:
         table = pq.read_table(self.windows_path, columns=[*_INDEX_COLUMNS, label_col, *flag_columns])
         labels_all = table.column(label_col)
         if labels_all.null_count:
-            raise ValueError(
+            raise InputError(
                 f"{self.windows_path} has no {level!r} label for some windows: pick another level"
             )
         self.classes = self._classes(labels_all)
@@ -107,7 +107,7 @@ class LfpWindows:
         names, codes = _encode(table.column(label_col))
         unknown = sorted(set(names) - set(self.classes))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"labels {unknown} are not in the recorded classes: re-run `ibl-ephys-data export`"
             )
         lookup = {c: i for i, c in enumerate(self.classes)}
@@ -131,10 +131,10 @@ class LfpWindows:
             is_fold = pc.starts_with(split_col, "fold")
             same = pc.equal(table.column("fold"), int(self.fold))
             if not pc.any(pc.and_(is_fold, same)).as_py():
-                raise ValueError(f"fold {self.fold} is not in {self.windows_path} (splits: {available})")
+                raise InputError(f"fold {self.fold} is not in {self.windows_path} (splits: {available})")
             return pc.and_(is_fold, same if self.split == "test" else pc.invert(same))
         if self.split not in available:
-            raise ValueError(
+            raise InputError(
                 f"split {self.split!r} is not in {self.windows_path}: use one of {available}"
                 + (" (or train/test with fold=i)" if any(s.startswith("fold") for s in available) else "")
             )

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ibl_ephys_data.errors import DataIntegrityError, command_hint
+from ibl_ephys_data.errors import DataIntegrityError, InputError, command_hint
 from ibl_ephys_data.lfp.artifacts import KINDS as ARTIFACT_KINDS
 from ibl_ephys_data.lfp.artifacts import flag_windows
 from ibl_ephys_data.workspace.lfp_store import LfpStore
@@ -111,7 +111,7 @@ def samples_for(seconds: float, fs: float, what: str) -> int:
     """Seconds to whole samples at ``fs``; a window shorter than a sample is a user error, not empty."""
     n = int(round(float(seconds) * fs))
     if n < 1:
-        raise ValueError(f"{what}={seconds} s is less than one sample at {fs} Hz: give a longer {what}")
+        raise InputError(f"{what}={seconds} s is less than one sample at {fs} Hz: give a longer {what}")
     return n
 
 
@@ -131,10 +131,10 @@ def build_windows(
     so every window of a dataset has the same shape; ``row`` is the labelled channel.
     """
     if neighbours < 0:
-        raise ValueError(f"neighbours={neighbours} is negative: give 0 (single channel) or more")
+        raise InputError(f"neighbours={neighbours} is negative: give 0 (single channel) or more")
     width = 2 * neighbours + 1
     if width > layout.n_channels:
-        raise ValueError(
+        raise InputError(
             f"neighbours={neighbours} needs {width} channels but pid {layout.pid} stores {layout.n_channels}"
         )
     n = samples_for(window_seconds, layout.fs, "window_seconds")
@@ -143,7 +143,7 @@ def build_windows(
     rows = channels["raw_ind"].map(row_of)
     if rows.isna().any():
         absent = sorted(channels.loc[rows.isna(), "raw_ind"].astype(int))
-        raise ValueError(f"channels {absent} are not in the lfp store of pid {layout.pid}: drop them first")
+        raise InputError(f"channels {absent} are not in the lfp store of pid {layout.pid}: drop them first")
     chans = channels.copy()
     chans["row"] = rows.astype(np.int64)
     chans = chans.sort_values("row").reset_index(drop=True)

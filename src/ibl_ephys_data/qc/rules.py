@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ibl_ephys_data.errors import MissingInputError
+from ibl_ephys_data.errors import InputError, MissingInputError
 from ibl_ephys_data.workspace.schema import SEVERITIES
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def load_rules(path: str | os.PathLike | None = None) -> RuleSet:
         obj = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         first = " ".join(str(err).split())
-        raise ValueError(f"rules file {path}: not valid YAML ({first})") from None
+        raise InputError(f"rules file {path}: not valid YAML ({first})") from None
     ruleset = parse_rules(obj, origin=str(path))
     logger.info("loaded %d QC rules version %s from %s", len(ruleset.rules), ruleset.version, path)
     return ruleset
@@ -174,7 +174,7 @@ def read_window_flags(path: str | os.PathLike | None = None) -> tuple[dict[str, 
     obj = yaml.safe_load(path.read_text())
     values = obj.get(WINDOW_FLAGS_KEY) if isinstance(obj, dict) else None
     if not isinstance(values, dict):
-        raise ValueError(f"rules file {path}: no '{WINDOW_FLAGS_KEY}' mapping of per-window thresholds: copy "
+        raise InputError(f"rules file {path}: no '{WINDOW_FLAGS_KEY}' mapping of per-window thresholds: copy "
                          f"the one of {default_rules_path()}")
     return {str(k): _number(v, f"rules file {path}: {WINDOW_FLAGS_KEY}.{k}") for k, v in values.items()}, str(path)
 
@@ -187,23 +187,23 @@ def resolve_rules(rules: RuleSet | str | os.PathLike | None) -> RuleSet:
 def parse_rules(obj: Any, origin: str = "<rules>") -> RuleSet:
     """Validate a parsed rules document (``{'version': ..., 'rules': [...]}``) into a RuleSet."""
     if not isinstance(obj, dict):
-        raise ValueError(f"rules file {origin}: expected a mapping with 'version' and 'rules' keys")
+        raise InputError(f"rules file {origin}: expected a mapping with 'version' and 'rules' keys")
     version = obj.get("version")
     if version is None or str(version).strip() == "":
-        raise ValueError(f"rules file {origin}: missing 'version' key: add e.g. `version: \"1.0\"`")
+        raise InputError(f"rules file {origin}: missing 'version' key: add e.g. `version: \"1.0\"`")
     raw_rules = obj.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
-        raise ValueError(f"rules file {origin}: 'rules' must be a non-empty list of rules")
+        raise InputError(f"rules file {origin}: 'rules' must be a non-empty list of rules")
     unknown_top = sorted(set(obj) - {"version", "rules", WINDOW_FLAGS_KEY})
     if unknown_top:
-        raise ValueError(f"rules file {origin}: unknown top-level key(s) {unknown_top}: only 'version', "
+        raise InputError(f"rules file {origin}: unknown top-level key(s) {unknown_top}: only 'version', "
                          f"'{WINDOW_FLAGS_KEY}' and "
                          "'rules' are allowed")
     rules, seen = [], set()
     for i, raw in enumerate(raw_rules, start=1):
         rule = _parse_rule(raw, i, origin)
         if rule.id in seen:
-            raise ValueError(f"rules file {origin}: rule '{rule.id}': duplicate id, rule ids must be unique")
+            raise InputError(f"rules file {origin}: rule '{rule.id}': duplicate id, rule ids must be unique")
         seen.add(rule.id)
         rules.append(rule)
     return RuleSet(version=str(version), rules=tuple(rules), origin=origin)
@@ -211,39 +211,39 @@ def parse_rules(obj: Any, origin: str = "<rules>") -> RuleSet:
 
 def _parse_rule(raw: Any, index: int, origin: str) -> Rule:
     if not isinstance(raw, dict):
-        raise ValueError(f"rules file {origin}: rule #{index}: expected a mapping of rule keys")
+        raise InputError(f"rules file {origin}: rule #{index}: expected a mapping of rule keys")
     rid = raw.get("id")
     if not isinstance(rid, str) or not rid.strip():
-        raise ValueError(f"rules file {origin}: rule #{index}: missing or empty 'id'")
+        raise InputError(f"rules file {origin}: rule #{index}: missing or empty 'id'")
     where = f"rules file {origin}: rule '{rid}'"
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}")
+        raise InputError(f"{where}: missing key(s) {missing}")
     extra = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if extra:
-        raise ValueError(f"{where}: unknown key(s) {extra}; allowed: "
+        raise InputError(f"{where}: unknown key(s) {extra}; allowed: "
                          f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}")
     metric = raw["metric"]
     if metric not in KNOWN_METRICS:
         close = difflib.get_close_matches(str(metric), list(KNOWN_METRICS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"{where}: unknown metric '{metric}'{hint}; known metrics: "
+        raise InputError(f"{where}: unknown metric '{metric}'{hint}; known metrics: "
                          f"{', '.join(KNOWN_METRICS)}")
     comparison = str(raw["comparison"]).strip()
     if comparison not in COMPARISONS:
-        raise ValueError(f"{where}: bad comparison '{raw['comparison']}'; use one of {' '.join(COMPARISONS)}")
+        raise InputError(f"{where}: bad comparison '{raw['comparison']}'; use one of {' '.join(COMPARISONS)}")
     threshold = _parse_threshold(raw["threshold"], comparison, where)
     severity = str(raw["severity"]).upper()
     if severity not in SEVERITIES:
-        raise ValueError(f"{where}: bad severity '{raw['severity']}'; use FAIL or WARNING")
+        raise InputError(f"{where}: bad severity '{raw['severity']}'; use FAIL or WARNING")
     on_missing = str(raw.get("on_missing", "NOT_SET")).upper()
     if on_missing not in ON_MISSING:
-        raise ValueError(f"{where}: bad on_missing '{raw['on_missing']}'; use NOT_SET or SKIP")
+        raise InputError(f"{where}: bad on_missing '{raw['on_missing']}'; use NOT_SET or SKIP")
     texts = {}
     for key in ("rationale", "source"):
         text = raw[key]
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{where}: '{key}' must be a non-empty text")
+            raise InputError(f"{where}: '{key}' must be a non-empty text")
         texts[key] = " ".join(text.split())
     return Rule(id=rid.strip(), metric=metric, comparison=comparison, threshold=threshold, severity=severity,
                 on_missing=on_missing, **texts)
@@ -252,11 +252,11 @@ def _parse_rule(raw: Any, index: int, origin: str) -> Rule:
 def _parse_threshold(value: Any, comparison: str, where: str) -> float | tuple[float, ...]:
     if comparison in ("in", "not in"):
         if not isinstance(value, list) or not value:
-            raise ValueError(f"{where}: comparison '{comparison}' needs a non-empty list threshold, "
+            raise InputError(f"{where}: comparison '{comparison}' needs a non-empty list threshold, "
                              f"got {value!r}")
         return tuple(_number(v, where) for v in value)
     if isinstance(value, list):
-        raise ValueError(f"{where}: comparison '{comparison}' needs a single number threshold, got {value!r}")
+        raise InputError(f"{where}: comparison '{comparison}' needs a single number threshold, got {value!r}")
     return _number(value, where)
 
 
@@ -265,7 +265,7 @@ def _number(value: Any, where: str) -> float:
         number = float(value)
         if math.isfinite(number):
             return number
-    raise ValueError(f"{where}: non-numeric threshold {value!r}; thresholds are numbers (booleans as 0/1, "
+    raise InputError(f"{where}: non-numeric threshold {value!r}; thresholds are numbers (booleans as 0/1, "
                      "Alyx qc as one.alf.spec.QC values)")
 
 
