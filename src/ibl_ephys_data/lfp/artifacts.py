@@ -277,17 +277,26 @@ class ArtifactScanner:
 
 
 def line_fraction(x: np.ndarray, fs: float, seg: int, half_width_hz: float) -> np.ndarray:
-    """(k, n) -> (k, n // seg): power within ``half_width_hz`` of the 50/60 Hz harmonics over 1-300 Hz power."""
+    """(k, n) -> (k, n // seg): excess power at the 50/60 Hz harmonics over 1-300 Hz power.
+
+    The excess is the power within ``half_width_hz`` of each harmonic above the median of its flanks (2-6 Hz
+    away), as signal QC's line ratio does: counting the raw power of the line bins would flag any flat
+    spectrum, where those ~10 % of the bins hold ~10 % of the power without any line noise.
+    """
     x = x[:, : x.shape[1] // seg * seg].reshape(x.shape[0], -1, seg)
     spec = np.abs(np.fft.rfft(x - x.mean(axis=2, keepdims=True), axis=2)) ** 2
     freqs = np.fft.rfftfreq(seg, 1 / fs)
     band = (freqs >= LINE_BAND_HZ[0]) & (freqs <= LINE_BAND_HZ[1])
-    line = np.zeros(freqs.size, dtype=bool)
-    for f0 in LINE_FAMILIES_HZ:
-        harmonics = np.arange(f0, LINE_BAND_HZ[1] + 1e-9, f0)
-        line |= (np.abs(freqs[:, None] - harmonics[None, :]) <= half_width_hz).any(axis=1)
+    harmonics = np.unique(np.concatenate([np.arange(f0, LINE_BAND_HZ[1] + 1e-9, f0) for f0 in LINE_FAMILIES_HZ]))
+    excess = np.zeros(spec.shape[:2])
+    for h in harmonics:
+        distance = np.abs(freqs - h)
+        on, flank = band & (distance <= half_width_hz), band & (distance >= 2.0) & (distance <= 6.0)
+        if on.any() and flank.any():
+            floor = np.median(spec[..., flank], axis=2, keepdims=True)
+            excess += np.clip(spec[..., on] - floor, 0, None).sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return spec[..., band & line].sum(axis=2) / spec[..., band].sum(axis=2)
+        return excess / spec[..., band].sum(axis=2)
 
 
 def merge_intervals(rows: Sequence[dict], gap: int = 0) -> list[dict]:
@@ -303,6 +312,8 @@ def merge_intervals(rows: Sequence[dict], gap: int = 0) -> list[dict]:
         else:
             out.append({**r, "start": int(r["start"]), "stop": int(r["stop"]),
                         "row_start": int(r["row_start"]), "row_stop": int(r["row_stop"])})
+    # plain Python numbers: the intervals are stored as JSON attrs
+    out = [{**r, "start": int(r["start"]), "stop": int(r["stop"]), "value": float(r["value"])} for r in out]
     return sorted(out, key=lambda r: (r["start"], r["kind"], r["row_start"]))
 
 
