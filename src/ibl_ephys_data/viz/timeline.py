@@ -102,6 +102,7 @@ def read_timeline(workspace: Workspace, pid: str) -> Timeline:
                     tl.exported = _union([(float(t), float(t) + float(rows["n_samples"].iloc[0]) / fs) for t in t0])
     tl.duration_s = max([tl.duration_s, *(b for _, b in tl.stored)])
     params = workspace.read_manifest().get("stages", {}).get("qc", {}).get("parameters", {})
+    params = params.get("options", params)  # the runner records a stage's options under "options"
     if tl.duration_s > 1 and not params.get("prescreen_only", True) and "n_snippets" in params:
         ns = int(tl.duration_s * _SNIPPET_FS)
         tl.qc_snippets = [(a / _SNIPPET_FS, b / _SNIPPET_FS) for a, b in snippet_windows(
