@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from lfp_outputs import assert_same_lfp_groups
 
 from ibl_ephys_data.channels import run_channels
 from ibl_ephys_data.demo.layout import INSERTIONS
@@ -211,8 +212,4 @@ def test_lfp_on_dask_equals_in_process(lfp_workspace, alyx_server, tmp_path):
     result = run_lfp(ws, None, LfpOptions(windows=((0.0, 24.0),)), pids, connection=conn, scheduler="local",
                      progress=False)
     assert result.counts() == {"done": 2}, result.statuses
-    for pid in pids:
-        for path in sorted((src.lfp / pid).rglob("*")):
-            if path.is_file():
-                assert (ws.lfp / pid / path.relative_to(src.lfp / pid)).read_bytes() == path.read_bytes(), path
-    assert ws.channels.read_bytes() == src.channels.read_bytes()
+    assert_same_lfp_groups(src, ws, pids)
