@@ -201,9 +201,10 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
         workspace.record_stage("run", manifest_run)
         execution = {"connection": connection, "scheduler": config.scheduler, "retry_failed": retry_failed,
                      "force": force, "progress": progress}
-        needs_one = any(s in config.stages for s in ("catalog", *PER_INSERTION)) and not config.scheduler
+        catalog_runs = "catalog" in config.stages and not pids and not retry_failed
+        needs_one = catalog_runs or (any(s in config.stages for s in PER_INSERTION) and not config.scheduler)
         with _maybe_session(connection, needs_one) as one:
-            if "catalog" in config.stages and not pids and not retry_failed:
+            if catalog_runs:
                 from ibl_ephys_data.catalog import run_catalog
 
                 o = config.catalog
