@@ -10,6 +10,7 @@ from ibl_ephys_data.cli import app
 from ibl_ephys_data.dataset import LfpWindows, verify
 from ibl_ephys_data.demo.layout import INSERTIONS
 from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 
 def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
@@ -20,7 +21,8 @@ def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
     ws = Workspace(out)
     assert len(ws.read_catalog()) == len(INSERTIONS)
     assert ws.read_channels().groupby("pid").size().eq(384).all()
-    assert all((ws.lfp / i.pid / ".zattrs").exists() for i in INSERTIONS)
+    store = LfpStore(ws.lfp)
+    assert all(store.attrs(i.pid).get("complete") is True and not store.problems(i.pid) for i in INSERTIONS)
     verdicts = pd.read_parquet(ws.qc_verdicts)
     assert verdicts["final_verdict"].value_counts().to_dict() == {"PASS": 4, "FAIL": 4}
     assert verify(ws) == []
