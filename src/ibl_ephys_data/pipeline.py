@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -168,30 +169,44 @@ def _guarded(stage: InsertionStage, one, workspace: Workspace, pid: str, options
     return {"status": "done", "seconds": round(time.monotonic() - t0, 3)}
 
 
-def _on_worker(stage: InsertionStage, connection, root: str, pid: str, options) -> dict:
-    """A Dask task: its own ONE session on the worker (no shared params or caches needed), then the pid."""
-    from ibl_ephys_data.ibl import save_one_cache
+_WORKER_ONE = threading.local()  # one ONE per worker thread, reused by the tasks that thread runs
 
+
+def _worker_one(connection):
+    """This worker thread's ONE for ``connection``, opened on first use.
+
+    Why reuse: opening ONE (and checking the token) costs as much as a small stage's work per insertion.
+    Why per thread: a Dask worker runs tasks on several threads, and a ONE instance is not thread-safe.
+    Its cache tables are not saved from workers: the downloaded files are what the stages need, and workers
+    of one cluster saving tables into a shared cache folder at once could tear them.
+    """
+    cache = _WORKER_ONE.__dict__.setdefault("by_connection", {})
+    if connection not in cache:
+        cache[connection] = open_with_retries(connection)
+    return cache[connection]
+
+
+def _on_worker(stage: InsertionStage, connection, root: str, pid: str, options) -> dict:
+    """A Dask task: the worker's own ONE (no shared params or caches needed), then the pid."""
     workspace = Workspace(root)
     if not stage.needs_one:
         return _guarded(stage, None, workspace, pid, options)
     try:
-        one = open_with_retries(connection)
+        one = _worker_one(connection)
     except Exception as ex:
         return {"status": "failed", "reason": f"{type(ex).__name__}: {ex}"}
-    try:
-        return _guarded(stage, one, workspace, pid, options)
-    finally:
-        with contextlib.suppress(Exception):
-            save_one_cache(one)
+    return _guarded(stage, one, workspace, pid, options)
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str) -> Iterator[Any]:
-    """``local`` starts a LocalCluster sized to this machine; anything else is a scheduler address."""
+def dask_client(scheduler: Any) -> Iterator[Any]:
+    """``local`` starts a LocalCluster sized to this machine, a string is a scheduler address, and a
+    ``distributed.Client`` is used as it is (so ``run`` starts one cluster for all its stages)."""
     from distributed import Client, LocalCluster
 
-    if scheduler == "local":
+    if not isinstance(scheduler, str):
+        yield scheduler
+    elif scheduler == "local":
         n_workers = max(1, (os.cpu_count() or 1) // 2)
         with LocalCluster(n_workers=n_workers, threads_per_worker=2, processes=True, dashboard_address=None) as cl:
             with Client(cl) as client:

@@ -8,6 +8,7 @@ insertion, stores the resolved config in the manifest, and reports one honest re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -203,7 +204,8 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
                      "force": force, "progress": progress}
         catalog_runs = "catalog" in config.stages and not pids and not retry_failed
         needs_one = catalog_runs or (any(s in config.stages for s in PER_INSERTION) and not config.scheduler)
-        with _maybe_session(connection, needs_one) as one:
+        with _maybe_session(connection, needs_one) as one, _maybe_cluster(config.scheduler) as client:
+            execution["scheduler"] = client
             if catalog_runs:
                 from ibl_ephys_data.catalog import run_catalog
 
@@ -249,6 +251,18 @@ def _per_insertion(name: str):
     else:
         from ibl_ephys_data.qc.stage import run_qc as fn
     return fn
+
+
+@contextlib.contextmanager
+def _maybe_cluster(scheduler: str | None):
+    """One Dask client for all the per-insertion stages of a run (a LocalCluster starts once, not per stage)."""
+    if not scheduler:
+        yield None
+        return
+    from ibl_ephys_data.pipeline import dask_client
+
+    with dask_client(scheduler) as client:
+        yield client
 
 
 class _maybe_session:
