@@ -11,7 +11,6 @@ bytes as one uninterrupted run over everything.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -216,8 +215,7 @@ class Workspace:
         manifest["versions"] = package_versions()
         manifest["updated"] = _now()
         manifest["stages"][stage] = {"parameters": _jsonable(parameters), "finished": _now()}
-        for pid, status in (statuses or {}).items():
-            manifest["pids"].setdefault(pid, {})[stage] = {**_jsonable(status), "time": _now()}
+        _set_pid_statuses(manifest, stage, statuses or {})
         write_json(manifest, self.manifest_path)
         return manifest
 
@@ -227,8 +225,7 @@ class Workspace:
 
     def record_stage_pids(self, stage: str, statuses: dict[str, dict]) -> None:
         manifest = self.read_manifest()
-        for pid, status in statuses.items():
-            manifest["pids"].setdefault(pid, {})[stage] = {**_jsonable(status), "time": _now()}
+        _set_pid_statuses(manifest, stage, statuses)
         write_json(manifest, self.manifest_path)
 
     def pid_status(self, pid: str, stage: str) -> dict | None:
@@ -330,6 +327,11 @@ class Workspace:
         return handler
 
 
+def _set_pid_statuses(manifest: dict, stage: str, statuses: dict[str, dict]) -> None:
+    for pid, status in statuses.items():
+        manifest["pids"].setdefault(pid, {})[stage] = {**_jsonable(status), "time": _now()}
+
+
 def _alive(holder: dict) -> bool:
     """Is the lock holder still running? Only answerable on the same host; elsewhere assume it is."""
     if holder.get("host") != socket.gethostname():
@@ -338,10 +340,10 @@ def _alive(holder: dict) -> bool:
         os.kill(int(holder.get("pid", -1)), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, owned by another user
         return True
-    except (OSError, ValueError) as ex:
-        return ex.errno == errno.EPERM if isinstance(ex, OSError) else False
+    except (OSError, ValueError):  # no usable pid recorded: not a live holder
+        return False
     return True
 
 
