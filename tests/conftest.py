@@ -108,3 +108,46 @@ def qc_workspace(lfp_workspace, alyx_server, tmp_path_factory):
     with demo_connection(alyx_server, one_cache).session() as one:
         run_qc(ws, one)
     return ws, one_cache
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3 server (moto) on 127.0.0.1 for object-store workspaces; its request log silenced."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _new_bucket(endpoint: str, monkeypatch, cache: Path, name: str) -> str:
+    """A new, empty bucket on the local S3 server, the AWS variables that reach it and a working-copy cache
+    (``IBL_EPHYS_DATA_CACHE``) in ``cache``; returns the bucket's ``s3://`` address."""
+    import re
+
+    import boto3
+
+    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "IBL_EPHYS_DATA_CACHE": str(cache)}.items():
+        monkeypatch.setenv(key, value)
+    bucket = re.sub(r"[^a-z0-9-]", "-", name.lower())[:50].strip("-") + f"-{os.getpid()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}"
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint, monkeypatch, tmp_path, request) -> str:
+    return _new_bucket(s3_endpoint, monkeypatch, tmp_path / "s3-cache", request.node.name)
+
+
+@pytest.fixture(scope="module")
+def s3_bucket_module(s3_endpoint, tmp_path_factory, request):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _new_bucket(s3_endpoint, monkeypatch, tmp_path_factory.mktemp("s3-cache"), request.module.__name__)

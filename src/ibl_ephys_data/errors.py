@@ -69,7 +69,7 @@ def command_hint(stage: str, workspace: Any = None, pids: Iterable[str] | None =
     check_option("stage", stage, STAGE_COMMANDS)
     parts = ["ibl-ephys-data", STAGE_COMMANDS[stage]]
     if workspace is not None:
-        parts.append(f"--workspace {getattr(workspace, 'root', workspace)}")
+        parts.append(f"--workspace {getattr(workspace, 'location', workspace)}")
     for pid in pids or ():
         parts.append(f"--pids {pid}")
     return " ".join(parts)

@@ -90,7 +90,7 @@ def select_pids(workspace: Workspace, pids: Iterable[str] | None, retry_failed_o
     """The catalog's pids to run (all, ``pids``, or those that failed last time) and failures for unknown pids."""
     pids = validate_pids(pids)
     if not workspace.catalog.exists():
-        raise MissingStageError(f"{workspace.catalog} does not exist", "catalog", workspace.root)
+        raise MissingStageError(f"{workspace.catalog} does not exist", "catalog", workspace)
     catalog = [str(p) for p in workspace.read_catalog()["pid"]]
     known = set(catalog)
     if retry_failed_of is not None:
@@ -186,9 +186,17 @@ def _worker_one(connection):
     return cache[connection]
 
 
-def _on_worker(stage: InsertionStage, connection, root: str, pid: str, options) -> dict:
-    """A Dask task: the worker's own ONE (no shared params or caches needed), then the pid."""
-    workspace = Workspace(root)
+def _on_worker(stage: InsertionStage, connection, location: str, pid: str, options) -> dict:
+    """A Dask task: the worker's own ONE (no shared params or caches needed), then the pid.
+
+    For an object-store workspace the worker's working copy is brought up to date first (a worker on
+    another machine has its own), and what the pid writes is published from the worker.
+    """
+    workspace = Workspace(location)
+    try:
+        workspace.refresh()
+    except Exception as ex:
+        return {"status": "failed", "reason": f"{type(ex).__name__}: {ex}"}
     if not stage.needs_one:
         return _guarded(stage, None, workspace, pid, options)
     try:
@@ -245,7 +253,7 @@ def _run_on_dask(stage, workspace, todo, options, connection, scheduler, report)
         connection = connection.for_workers()
     with dask_client(scheduler) as client:
         logger.info("%s: %d insertions on Dask (%s)", stage.name, len(todo), client.scheduler.address)
-        futures = {client.submit(_on_worker, stage, connection, str(workspace.root), pid, options,
+        futures = {client.submit(_on_worker, stage, connection, workspace.location, pid, options,
                                  key=f"{stage.name}-{pid}-{uuid.uuid4().hex[:8]}", pure=False): pid for pid in todo}
         for future in as_completed(futures):
             pid = futures[future]
@@ -267,7 +275,7 @@ def run_stage(stage: InsertionStage, workspace: Workspace, options: Any, pids: I
     terminal bar on or off (default: a bar on a terminal, log lines otherwise). ``force`` lets an empty result
     replace a non-empty shared table. Each insertion's status is in the manifest as soon as it is known.
     """
-    workspace.create()
+    workspace.create().refresh()
     wanted, result_statuses = select_pids(workspace, pids, stage.name if retry_failed else None)
     todo = []
     for pid in wanted:
@@ -293,6 +301,8 @@ def run_stage(stage: InsertionStage, workspace: Workspace, options: Any, pids: I
             _run_in_process(stage, workspace, todo, options, one, connection, report)
     finally:
         bar.close()
+    if scheduler:
+        workspace.refresh()  # parts published by workers on other machines
     stage.assemble(workspace, options, force)
     spec = options.spec() if hasattr(options, "spec") else options
     workspace.record_stage(stage.name, {"options": spec, "pids": list(pids) if pids else None,

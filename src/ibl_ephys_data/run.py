@@ -212,7 +212,7 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
                 o = config.catalog
                 catalog = run_catalog(workspace, one, releases=list(o.releases) if not o.pid_csv else None,
                                       pid_file=o.pid_csv, force=force)
-                result.lines.append(f"catalog: {len(catalog)} insertions -> {workspace.catalog}")
+                result.lines.append(f"catalog: {len(catalog)} insertions -> {workspace.where(workspace.catalog)}")
             for name in PER_INSERTION:
                 if name in config.stages:
                     stage_result = _per_insertion(name)(workspace, one if not config.scheduler else None,
@@ -223,23 +223,25 @@ def run_pipeline(workspace: Workspace, config: RunConfig, connection=None, pids:
             from ibl_ephys_data.dataset import export_dataset
 
             out = export_dataset(workspace, **asdict(config.export), force=force)
-            result.lines.append(f"dataset: {out}")
+            result.lines.append(f"dataset: {workspace.where(out)}")
         if "baseline" in config.stages:
             from ibl_ephys_data.baseline import run_baseline
 
             numbers = run_baseline(workspace, config.baseline)
             main = numbers.get("main", {}).get("balanced_accuracy") if isinstance(numbers, dict) else None
-            result.lines.append(f"baseline: balanced accuracy {main} -> {workspace.dataset_dir / 'baseline'}")
+            where = workspace.where(workspace.dataset_dir / "baseline")
+            result.lines.append(f"baseline: balanced accuracy {main} -> {where}")
         if "coverage" in config.stages:
             from ibl_ephys_data.coverage import coverage_table
 
             table = coverage_table(workspace, level=config.coverage.level, usable_only=config.coverage.usable_only)
-            result.lines.append(f"coverage: {table['region'].nunique()} regions -> {workspace.coverage}")
+            where = workspace.where(workspace.coverage)
+            result.lines.append(f"coverage: {table['region'].nunique()} regions -> {where}")
         if "report" in config.stages:
             from ibl_ephys_data.viz.report import write_report
 
             index = write_report(workspace, formats=("png", "svg") if config.report.svg else ("png",))
-            result.lines.append(f"report: {index}")
+            result.lines.append(f"report: {workspace.where(index)}")
     return result
 
 

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from ibl_ephys_data.cli import app
@@ -13,12 +14,21 @@ from ibl_ephys_data.workspace import Workspace
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 
-def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
-    out = tmp_path / "demo-ws"
-    shutil.copytree(demo_store, out / "demo-store")  # the same store: the demo reuses it instead of regenerating
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--seconds", str(demo_seconds)])
+@pytest.fixture(scope="module")
+def s3_demo(demo_store, demo_seconds, s3_bucket_module):
+    """``ibl-ephys-data demo --out s3://bucket/runs/demo`` against the local S3 server: (url, its working
+    copy, what it printed). The same code as a folder run, on the working copy; compared with one below."""
+    from ibl_ephys_data.workspace import objects
+
+    url = f"{s3_bucket_module}/runs/demo"
+    shutil.copytree(demo_store, objects.working_copy(url) / "demo-store")  # reused instead of regenerated
+    result = CliRunner().invoke(app, ["demo", "--out", url, "--seconds", str(demo_seconds)])
     assert result.exit_code == 0, result.output
-    ws = Workspace(out)
+    return url, Workspace(url), result
+
+
+def test_demo_command_runs_every_stage(s3_demo):
+    url, ws, result = s3_demo
     assert len(ws.read_catalog()) == len(INSERTIONS)
     assert ws.read_channels().groupby("pid").size().eq(384).all()
     store = LfpStore(ws.lfp)
@@ -28,8 +38,8 @@ def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
     assert verify(ws) == []
     splits = json.loads((ws.dataset_dir / "splits.json").read_text())
     assert splits and (ws.dataset_dir / "DATA_CARD.md").exists()
-    assert (ws.report_dir / "index.html").exists() and str(ws.report_dir / "index.html") in result.output.replace(
-        "\n", "")
+    assert (ws.report_dir / "index.html").exists()
+    assert f"report: {url}/report/index.html" in result.output.replace("\n", "")
     # zero-shot test windows come only from repro-ephys insertions; no training subject is a test subject
     windows = pd.read_parquet(ws.dataset_dir / "windows.parquet")
     catalog = ws.read_catalog().set_index("pid")
@@ -50,3 +60,59 @@ def test_demo_command_runs_every_stage(demo_store, demo_seconds, tmp_path):
     ds = LfpWindows(ws.dataset_dir, split="train", level="beryl")
     item = ds[0]
     assert item["x"].dtype.name == "float32" and item["x"].shape[-1] == int(3.0 * 1250)
+
+
+def _bucket_objects(url: str) -> dict[str, bytes]:
+    """{key relative to the workspace prefix: bytes} of every object of an s3:// workspace."""
+    import boto3
+
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    client = boto3.client("s3")
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+            for o in page.get("Contents", [])]
+    return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def test_the_bucket_holds_what_a_folder_run_writes(s3_demo, qc_workspace, tmp_path, monkeypatch):
+    from ibl_ephys_data.workspace.lfp_store import LfpStore
+
+    url, ws, _ = s3_demo
+    stored = _bucket_objects(url)
+    # the bucket holds exactly the working copy's published outputs: no lock, no temporaries, no demo store
+    published = {p.relative_to(ws.root).as_posix(): p for name in ws.published()
+                 for p in ([ws.root / name] if (ws.root / name).is_file() else (ws.root / name).rglob("*"))
+                 if p.is_file()}
+    assert set(published) == {k for k in stored if not k.startswith(".commits/")}
+    assert all(p.read_bytes() == stored[k] for k, p in published.items())
+    # ... and what the stages write into a folder workspace, bit for bit (the session's qc workspace ran the
+    # same stages with the same options through the API)
+    folder, _ = qc_workspace
+    same = [p.relative_to(folder.root).as_posix() for p in folder.root.rglob("*") if p.is_file()
+            and p.relative_to(folder.root).parts[0] in ("channels.parquet", "lfp.zarr", "parts", "qc")]
+    assert len([k for k in same if k.startswith("lfp.zarr/") and "/c/" in k]) == 2 * len(INSERTIONS)
+    assert len(same) == 10 * len(INSERTIONS) + 6 and all((folder.root / k).read_bytes() == stored[k] for k in same)
+    # every folder unit is committed, naming the size and MD5 of each of its files
+    records = {k: json.loads(v) for k, v in stored.items() if k.startswith(".commits/")}
+    assert len(records) == len(INSERTIONS) + 3  # one per lfp.zarr group, qc, dataset, report
+    for record in records.values():
+        assert record["state"] == "committed"
+        assert all(meta["size"] == len(stored[rel]) for rel, meta in record["files"].items())
+
+    # another machine: a fresh working copy verifies the dataset and reads what the folder workspace holds
+    elsewhere = Workspace(url, cache_dir=tmp_path / "other-machine").create().refresh()
+    assert verify(elsewhere) == []
+    assert not any((elsewhere.lfp / i.pid / "lfp" / "c").exists() for i in INSERTIONS)  # shards: on demand only
+    reference = LfpStore(folder.lfp)
+    monkeypatch.setenv("IBL_EPHYS_DATA_CACHE", str(tmp_path / "reader-machine"))  # LfpWindows(url)'s copy
+    for local_cache in (False, True):
+        ds = LfpWindows(url if local_cache else elsewhere.dataset_dir, split="test", level="beryl",
+                        local_cache=local_cache)
+        picked = (0, len(ds) // 2, len(ds) - 1)
+        for i in picked:
+            pid, r0, r1, s0, s1 = ds.location(i)
+            assert (ds[i]["x"] == reference.open(pid).lfp(slice(r0, r1), slice(s0, s1))).all()
+    # range reads keep nothing on disk; the cached reader fetched exactly the insertions it read
+    assert not any((elsewhere.lfp / i.pid / "lfp" / "c").exists() for i in INSERTIONS)
+    reader_copy = Workspace(url)
+    fetched = {i.pid for i in INSERTIONS if (reader_copy.lfp / i.pid / "lfp" / "c").exists()}
+    assert fetched == {ds.location(i)[0] for i in picked}

@@ -72,7 +72,7 @@ def baseline_section(ws: Workspace, out_dir: Path) -> str:
     head = '<h2 id="baseline">Reference baseline</h2>'
     if not path.exists():
         return (f'{head}<p class="missing">dataset/baseline/{RESULTS} is missing: run '
-                f"<code>{html.escape(command_hint('baseline', ws.root))}</code>.</p>")
+                f"<code>{html.escape(command_hint('baseline', ws))}</code>.</p>")
     results = json.loads(path.read_text())
     fig_dir = Path(out_dir).joinpath(*FIGURE_DIR)
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,7 @@ def run_baseline(workspace: Workspace | str | os.PathLike, options: BaselineOpti
                          "and 0 < ci_level < 1")
     splits_path = ws.dataset_dir / "splits.json"
     if not splits_path.exists():
-        raise MissingStageError(f"{splits_path} is missing", "dataset", ws.root)
+        raise MissingStageError(f"{splits_path} is missing", "dataset", ws)
     recorded = json.loads(splits_path.read_text())
     split_params = recorded["parameters"]
     if split_params["mode"] != "zero-shot":

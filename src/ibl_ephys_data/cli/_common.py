@@ -24,7 +24,8 @@ console = Console()
 err_console = Console(stderr=True)
 logger = logging.getLogger("ibl_ephys_data")
 
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder (created if missing).")]
+WorkspaceOpt = Annotated[str, typer.Option(
+    "--workspace", "-w", help="Workspace folder (created if missing), or s3://bucket/prefix (object store).")]
 AlyxUrlOpt = Annotated[str | None, typer.Option(
     "--alyx-url", help="Alyx database URL (default: the public IBL Alyx).", show_default=False)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the ONE cache only, no network.")]
@@ -39,7 +40,7 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="Run insertions on Dask: 'local' (a local cluster) or tcp://HOST:PORT.")]
 RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Only the insertions whose last run failed.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Let an empty result replace a non-empty output.")]
-DEFAULT_WORKSPACE = Path("ibl-workspace")
+DEFAULT_WORKSPACE = "ibl-workspace"
 USER_ERRORS = (IblEphysDataError,)  # only errors the user can act on; anything else is a bug: a traceback
 
 
@@ -64,19 +65,21 @@ def user_errors(func):
     return wrapper
 
 
-def open_workspace(path: Path):
+def open_workspace(location: str):
+    """The workspace to write: created if missing; an object-store workspace's working copy brought up to date."""
     from ibl_ephys_data.workspace import Workspace
 
-    ws = Workspace(path).create()
+    ws = Workspace(location).create().refresh()
     ws.attach_log()
     return ws
 
 
-def _existing(path: Path):
-    """A workspace to read (nothing is created)."""
+def _existing(location: str):
+    """A workspace to read (nothing is created; an object-store workspace is pulled into its working copy)."""
     from ibl_ephys_data.workspace import Workspace
 
-    return Workspace(path)
+    ws = Workspace(location)
+    return ws.create().refresh() if ws.mirror is not None else ws
 
 
 def connection(alyx_url: str | None, offline: bool, one_cache: Path | None, http_data_server: str | None,
@@ -117,7 +120,7 @@ def finish(result, title: str) -> None:
         raise typer.Exit(1)
 
 
-def _run_insertion_stage(stage: str, workspace: Path, options, pids, pid_csv, scheduler, retry_failed, force,
+def _run_insertion_stage(stage: str, workspace: str, options, pids, pid_csv, scheduler, retry_failed, force,
                          alyx_url, offline, one_cache, http_data_server, timeout, retries) -> None:
     """The shared body of ``channels``, ``lfp`` and ``qc``: lock, ONE, the pipeline runner, honest exit."""
     from ibl_ephys_data.run import _per_insertion
@@ -133,7 +136,7 @@ def _run_insertion_stage(stage: str, workspace: Path, options, pids, pid_csv, sc
         else:
             with conn.session() as one:
                 result = run(ws, one, options, wanted, connection=conn, retry_failed=retry_failed, force=force)
-    finish(result, f"{stage} -> {ws.root}")
+    finish(result, f"{stage} -> {ws.location}")
 
 
 def _print_series(series, label: str, title: str) -> None:

@@ -153,7 +153,8 @@ def report(
     """Static HTML report (insertions table, per-insertion pages, 3D view) -> report/index.html."""
     from ibl_ephys_data.viz.report import write_report
 
-    if not Path(workspace).is_dir():
+    ws = _existing(workspace)
+    if not ws.root.is_dir():
         raise MissingInputError(f"workspace {workspace} does not exist: run the stages first or pass --workspace")
     ws = open_workspace(workspace)
     index = write_report(ws, formats=("png", "svg") if svg else ("png",))

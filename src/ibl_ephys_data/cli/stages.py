@@ -219,11 +219,11 @@ def qc_show(
     ws = _existing(workspace)
     for path in (ws.qc_metrics, ws.qc_verdicts):
         if not path.exists():
-            raise MissingStageError(f"{path} does not exist", "qc", ws.root)
+            raise MissingStageError(f"{path} does not exist", "qc", ws)
     metrics = pd.read_parquet(ws.qc_metrics).set_index("pid")
     verdicts = pd.read_parquet(ws.qc_verdicts).set_index("pid")
     if pid not in metrics.index:
-        raise MissingStageError(f"pid {pid} has no QC metrics in {ws.qc_metrics}", "qc", ws.root, [pid])
+        raise MissingStageError(f"pid {pid} has no QC metrics in {ws.qc_metrics}", "qc", ws, [pid])
     verdict = verdicts.loc[pid] if pid in verdicts.index else None
     table = Table(title=f"QC {pid}", show_header=False)
     table.add_column("metric")
@@ -308,8 +308,9 @@ def run(
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Workspace to create (the demo store goes inside).")] = Path(
-        "demo-ws"),
+    out: Annotated[str, typer.Option(
+        "--out", help="Workspace to create, a folder or s3://bucket/prefix (the demo store goes in its folder or "
+        "working copy).")] = "demo-ws",
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each demo recording (s).")] = 40.0,
     store_only: Annotated[bool, typer.Option("--store-only", help="Only write the demo store.")] = False,
     scheduler: SchedulerOpt = None,

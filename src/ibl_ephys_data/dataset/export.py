@@ -227,7 +227,7 @@ def export_dataset(
     ready = [pid for pid in layouts if pid not in qc_excluded]
     if not ready:
         raise InputError(
-            f"no insertion of {train_release}/{test_release} in {ws.root} has lfp and qc outputs passing QC: "
+            f"no insertion of {train_release}/{test_release} in {ws.location} has lfp and qc outputs passing QC: "
             "run `ibl-ephys-data lfp` and `ibl-ephys-data qc` first"
         )
 
@@ -381,7 +381,7 @@ def dataset_info(workspace: Workspace | str | os.PathLike) -> dict:
     ws = _workspace(workspace)
     splits_path = ws.dataset_dir / "splits.json"
     if not splits_path.exists():
-        raise MissingStageError(f"{splits_path} does not exist", "dataset", ws.root)
+        raise MissingStageError(f"{splits_path} does not exist", "dataset", ws)
     recorded = json.loads(splits_path.read_text())
     summary = recorded.get("summary", {})
     windows = ws.dataset_dir / "windows.parquet"

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ibl_ephys_data.errors import InputError, MissingStageError, check_option
 from ibl_ephys_data.lfp.artifacts import KINDS as ARTIFACT_KINDS
+from ibl_ephys_data.workspace import objects
 from ibl_ephys_data.workspace.lfp_store import ChunkCache, LfpStore, ShardReader, ZarrReader
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,12 @@ _INDEX_COLUMNS = ["pid", "raw_ind", "row_start", "row_stop", "start", "n_samples
 
 
 def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(dataset dir, windows.parquet) from a windows file, a dataset dir or a workspace root."""
+    """(dataset dir, windows.parquet) from a windows file, a dataset dir, a workspace root or the
+    ``s3://`` address of an object-store workspace (its working copy, brought up to date)."""
+    if objects.is_url(path):
+        from ibl_ephys_data.workspace import Workspace
+
+        path = Workspace(path).create().refresh().root
     p = Path(path).expanduser()
     for candidate in (p, p / "windows.parquet", p / "dataset" / "windows.parquet"):
         if candidate.is_file():
@@ -47,16 +53,17 @@ def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
 class LfpWindows:
     """Map-style dataset of LFP windows: ``ds[i]`` -> dict(x=float32 (channels, samples), y=int, metadata).
 
-    ``path`` is a workspace, its dataset/ folder or windows.parquet. ``split`` selects rows of the
-    ``split`` column (``train``/``val``/``test``; for k-fold exports ``fold<i>``/``val``, or ``train`` /
-    ``test`` together with ``fold=i``). ``level`` picks the label: ``label`` (the export's classes),
-    ``target``, ``allen``, ``beryl`` or ``cosmos``; ``y`` indexes ``self.classes``, which are the same for
-    every split. ``zscore`` normalises each channel of a window; ``spectrogram`` (True or a dict of
-    `scipy.signal.spectrogram` arguments) returns 10·log10 power (channels, freqs, times) instead; then
-    ``transform(x)`` runs last. Metadata: ``pid``, ``raw_ind``, ``start``, ``index`` (row of the selection;
-    `location` and `frame` give the rest). ``exclude_flags`` drops windows flagged by per-window QC (all
-    flags if True, or the named kinds of ``lfp.artifacts.KINDS``) from a dataset exported with
-    ``--keep-flagged``.
+    ``path`` is a workspace (a folder or ``s3://bucket/prefix``), its dataset/ folder or windows.parquet. From an
+    object store, each insertion is fetched into the local working copy when first read (``local_cache=True``) or
+    read window by window with range requests (``local_cache=False``). ``split`` selects rows of the ``split``
+    column (``train``/``val``/``test``; for k-fold exports ``fold<i>``/``val``, or ``train`` / ``test`` together
+    with ``fold=i``). ``level`` picks the label: ``label`` (the export's classes), ``target``, ``allen``, ``beryl``
+    or ``cosmos``; ``y`` indexes ``self.classes``, which are the same for every split. ``zscore`` normalises each
+    channel of a window; ``spectrogram`` (True or a dict of `scipy.signal.spectrogram` arguments) returns 10·log10
+    power (channels, freqs, times) instead; then ``transform(x)`` runs last. Metadata: ``pid``, ``raw_ind``,
+    ``start``, ``index`` (row of the selection; `location` and `frame` give the rest). ``exclude_flags`` drops
+    windows flagged by per-window QC (all flags if True, or the named kinds of ``lfp.artifacts.KINDS``) from a
+    dataset exported with ``--keep-flagged``.
 
     With DataLoader workers every batch crosses processes; for raw windows that transfer, not reading,
     bounds the rate, and torch's ``file_system`` sharing strategy
@@ -75,6 +82,7 @@ class LfpWindows:
         lfp_path: str | os.PathLike | None = None,
         cache_mb: float = 256.0,
         exclude_flags: bool | Sequence[str] = False,
+        local_cache: bool = True,
     ):
         self.dataset_dir, self.windows_path = _locate(path)
         self.lfp_root = Path(lfp_path) if lfp_path else self.dataset_dir.parent / "lfp.zarr"
@@ -84,7 +92,7 @@ class LfpWindows:
         if level not in LABEL_COLUMNS:
             raise InputError(f"unknown level {level!r}: use one of {', '.join(LABEL_COLUMNS)}")
         self.level, self.split, self.fold, self.exclude_flags = level, split, fold, exclude_flags
-        self.transform, self.zscore, self.cache_mb = transform, zscore, cache_mb
+        self.transform, self.zscore, self.cache_mb, self.local_cache = transform, zscore, cache_mb, local_cache
         self.spectrogram = ({} if spectrogram is True else dict(spectrogram)) if spectrogram else None
         label_col = LABEL_COLUMNS[level]
         flag_columns = [f"flag_{k}" for k in _flag_kinds(exclude_flags)]
@@ -157,7 +165,7 @@ class LfpWindows:
             self._owner = os.getpid()
         reader = self._readers.get(code)
         if reader is None:
-            reader = self._store.open(self.pids[code], self._cache).reader("lfp")
+            reader = self._store.open(self.pids[code], self._cache, fetch=self.local_cache).reader("lfp")
             self._readers[code] = reader
         return reader
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ibl_ephys_data.errors import InputError
-from ibl_ephys_data.workspace import Workspace
+from ibl_ephys_data.workspace import Workspace, objects
 from ibl_ephys_data.workspace.schema import REVIEW_VERDICTS
 
 logger = logging.getLogger(__name__)
@@ -51,15 +51,16 @@ def add_review(workspace: Workspace | str | os.PathLike, pid: str, verdict: str,
     ws.read_manifest()
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     ws.qc_reviews.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ws.qc_reviews, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a kill: start on a line of our own
-            line = b"\n" + line
-        os.write(fd, line)  # one write of a whole line on an O_APPEND file: never interleaved
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with objects.committing(ws.qc_reviews):  # an object-store workspace publishes the qc folder after
+        fd = os.open(ws.qc_reviews, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a kill: start on a line of our own
+                line = b"\n" + line
+            os.write(fd, line)  # one write of a whole line on an O_APPEND file: never interleaved
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     logger.info("review recorded for %s: %s by %s (%s)", pid, verdict_u, record["reviewer"], record["reason"])
     return record
 

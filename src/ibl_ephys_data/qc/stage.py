@@ -168,7 +168,7 @@ def run_qc(workspace: Workspace, one: One | None = None, options: QcOptions | No
     options = options or QcOptions()
     load_rules(options.rules)  # a broken rules file is a usage error before anything runs
     if not workspace.channels.exists():
-        raise MissingStageError(f"{workspace.channels} does not exist", "channels", workspace.root)
+        raise MissingStageError(f"{workspace.channels} does not exist", "channels", workspace)
     return run_stage(QC, workspace, options, pids, one=one, **execution)
 
 

@@ -302,7 +302,7 @@ def write_report(
         trajectories, has_3d = _trajectories_section(tables["channels"], tables["verdicts"])
         if has_3d:
             (tmp / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
-        body = [f"<h1>ibl-ephys-data report</h1><p>workspace: <code>{html.escape(str(ws.root))}</code></p>",
+        body = [f"<h1>ibl-ephys-data report</h1><p>workspace: <code>{html.escape(ws.location)}</code></p>",
                 '<nav><a href="#insertions-section">insertions</a><a href="#trajectories-3d">3D</a>'
                 '<a href="#projections">projections</a>'
                 + ('<a href="#coverage">coverage</a>' if tables["coverage"] is not None or len(imports)

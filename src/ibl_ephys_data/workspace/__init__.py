@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ibl_ephys_data.errors import EmptyResultError, InputError, MissingStageError, WorkspaceLocked
+from ibl_ephys_data.workspace import objects
 
 LOG_NAME = "ibl-ephys-data.log"
 LOCK_NAME = ".lock"
@@ -54,21 +55,23 @@ def package_versions() -> dict[str, str]:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Works for files and directories (a directory target is replaced whole).
+    Works for files and directories (a directory target is replaced whole). In the working copy of an
+    object-store workspace the rename is also the publication of ``path`` (see `objects`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / path.name
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with objects.committing(path):
+            if path.is_dir() and not path.is_symlink():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -113,13 +116,41 @@ def write_json(obj: Any, path: Path) -> Path:
 
 
 class Workspace:
-    """Paths of the workspace layout plus its manifest; pass one around instead of raw paths."""
+    """Paths of the workspace layout plus its manifest; pass one around instead of raw paths.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser().absolute()
+    ``root`` is a folder, or ``s3://bucket/prefix`` for an object-store workspace: then ``root`` becomes the
+    local working copy (in ``cache_dir``, see `objects.working_copy`), ``url`` the bucket location and
+    ``mirror`` what keeps the two in step; stages work on the working copy, unchanged.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+        self.url = str(root).rstrip("/") if objects.is_url(root) else None
+        if self.url is not None:
+            self.root = objects.working_copy(self.url, cache_dir)
+            self.mirror: objects.Mirror | None = objects.open_mirror(self.url, self.root, self.published())
+        else:
+            self.root = Path(root).expanduser().absolute()
+            self.mirror = None
 
     def __repr__(self) -> str:
-        return f"Workspace({str(self.root)!r})"
+        return f"Workspace({self.location!r})"
+
+    def __reduce__(self) -> tuple:
+        return Workspace, (self.location,)
+
+    @property
+    def location(self) -> str:
+        """What the user named: the folder, or the ``s3://`` location of an object-store workspace."""
+        return self.url or str(self.root)
+
+    def where(self, path: Path) -> str:
+        """How to name ``path`` to the user: its ``s3://`` address in an object-store workspace."""
+        if self.url is None:
+            return str(path)
+        try:
+            return f"{self.url}/{Path(path).relative_to(self.root).as_posix()}"
+        except ValueError:
+            return str(path)
 
     catalog = property(lambda self: self.root / "catalog.parquet")
     channels = property(lambda self: self.root / "channels.parquet")
@@ -138,8 +169,24 @@ class Workspace:
     external_channels = property(lambda self: self.root / "external_channels.parquet")
     coverage = property(lambda self: self.root / "coverage.parquet")
 
+    def published(self) -> dict[str, str]:
+        """What an object-store workspace publishes, by top-level name, and how each is replaced."""
+        kinds = {self.catalog: objects.FILE, self.channels: objects.FILE, self.manifest_path: objects.FILE,
+                 self.external_channels: objects.FILE, self.coverage: objects.FILE, self.qc_dir: objects.FOLDER,
+                 self.dataset_dir: objects.FOLDER, self.report_dir: objects.FOLDER, self.parts_dir: objects.FILES,
+                 self.lfp: objects.GROUPS}
+        return {path.name: kind for path, kind in kinds.items()}
+
+    def refresh(self, prune: bool = False) -> Workspace:
+        """Bring an object-store workspace's working copy up to date (nothing to do for a folder)."""
+        if self.mirror is not None:
+            self.mirror.pull(prune=prune)
+        return self
+
     def create(self) -> Workspace:
         """Make the folder; a path that is a file or not writable is one clear ``InputError``."""
+        if self.mirror is not None and not self.root.is_dir():
+            self.mirror.store.check()
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"workspace {self.root} is a file: pass a folder to --workspace")
         try:
@@ -159,7 +206,7 @@ class Workspace:
 
     def _read(self, path: Path, stage: str) -> pd.DataFrame:
         if not path.exists():
-            raise MissingStageError(f"{path} does not exist", stage, self.root)
+            raise MissingStageError(f"{path} does not exist", stage, self)
         return pd.read_parquet(path)
 
     # per-insertion parts ----------------------------------------------------------------------
@@ -244,40 +291,38 @@ class Workspace:
     def lock(self) -> Iterator[Workspace]:
         """Hold the workspace lock: a second writer stops with one line naming the holder.
 
-        The lock file records pid, host and start time; a holder on this host whose process is gone left
-        a stale lock, which is taken over (a killed run must not block the next one).
+        The lock records pid, host and start time; a holder on this host whose process is gone left a stale
+        lock, which is taken over (a killed run must not block the next one). An object-store workspace is
+        locked in the bucket too (a conditional write of ``.lock``), then its working copy is brought to the
+        bucket's committed state, dropping what a killed run wrote but did not publish.
         """
         self.create()
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
-        for _ in range(3):
+        with contextlib.ExitStack() as held:
+            if self.mirror is not None:
+                held.enter_context(_held(self.mirror.lock_backend(), me, f"{self.url}/.lock", self.location))
+            held.enter_context(_held(self._local_lock_backend(), me, str(self.lock_path), self.location))
+            self.refresh(prune=True)
+            self.remove_stale_temporaries()
+            yield self
+
+    def _local_lock_backend(self) -> tuple:
+        def create(data: bytes) -> bool:
             try:
                 fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                holder = self._lock_holder()
-                if holder is not None and _alive(holder):
-                    raise WorkspaceLocked(
-                        f"workspace {self.root} is in use by pid {holder.get('pid')} on {holder.get('host')} "
-                        f"since {holder.get('started')}: wait for it to finish (or stop it)") from None
-                logging.getLogger(__name__).warning("taking over the stale lock of %s (%s)", self.root, holder)
-                self.lock_path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
-        else:
-            raise WorkspaceLocked(f"workspace {self.root}: could not take the lock {self.lock_path}")
-        try:
-            self.remove_stale_temporaries()
-            yield self
-        finally:
-            if self._lock_holder() == me:
-                self.lock_path.unlink(missing_ok=True)
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
 
-    def _lock_holder(self) -> dict | None:
-        try:
-            return json.loads(self.lock_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        def read() -> dict | None:
+            try:
+                return json.loads(self.lock_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+
+        return create, read, lambda: self.lock_path.unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete what killed runs left behind (hidden ``.<name>.*.tmp`` folders, ``.<name>.old``).
@@ -325,6 +370,29 @@ class Workspace:
         if not any(getattr(h, "baseFilename", None) == handler.baseFilename for h in root.handlers):
             root.addHandler(handler)
         return handler
+
+
+@contextlib.contextmanager
+def _held(backend: tuple, me: dict, where: str, location: str) -> Iterator[None]:
+    """Take a lock through ``backend`` = (create if absent, read holder, remove); release it if still ours."""
+    create, read, remove = backend
+    for _ in range(3):
+        if create(json.dumps(me).encode()):
+            break
+        holder = read()
+        if holder is not None and _alive(holder):
+            raise WorkspaceLocked(
+                f"workspace {location} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
+                f"{holder.get('started')}: wait for it to finish (or stop it, then delete {where})")
+        logging.getLogger(__name__).warning("taking over the stale lock %s (%s)", where, holder)
+        remove()
+    else:
+        raise WorkspaceLocked(f"workspace {location}: could not take the lock {where}")
+    try:
+        yield
+    finally:
+        if read() == me:
+            remove()
 
 
 def _set_pid_statuses(manifest: dict, stage: str, statuses: dict[str, dict]) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ibl_ephys_data.errors import DataIntegrityError, MissingStageError
-from ibl_ephys_data.workspace import atomic_path
+from ibl_ephys_data.workspace import atomic_path, objects
 from ibl_ephys_data.workspace.shards import (  # noqa: F401  (re-exported: the store's public names)
     BLOSC,
     CHUNK_SAMPLES,
@@ -149,8 +149,9 @@ class InsertionWriter:
 class LfpInsertion:
     """A finished insertion: its group attributes and float32 µV reads of ``lfp`` and ``common_mode``."""
 
-    def __init__(self, store: LfpStore, pid: str, cache: ChunkCache | None = None):
-        self.pid, self.path = pid, store.path(pid)
+    def __init__(self, store: LfpStore, pid: str, cache: ChunkCache | None = None, remote: Any = None):
+        self.pid, self.path, self._store = pid, store.path(pid), store
+        self._remote = remote  # shards read from the object store by range requests (not fetched)
         self.legacy = store.kind(pid) == "v2"
         self.attrs = store.attrs(pid)
         self._cache = cache if cache is not None else ChunkCache()
@@ -177,7 +178,9 @@ class LfpInsertion:
         if reader is None:
             path = self.path / name
             fast = not self.legacy and _sharding(_array_meta(path)) is not None
-            reader = ShardReader(path, self._cache) if fast else ZarrReader(path)
+            if self._remote is not None and not fast:
+                self._store.mirror.fetch(self._store._unit(self.pid))
+            reader = ShardReader(path, self._cache, self._remote) if fast else ZarrReader(path)
             self._readers[name] = reader
         return reader
 
@@ -195,6 +198,8 @@ class LfpInsertion:
         s0, s1, _ = samples.indices(self.shape[1])
         if s1 <= s0:
             return np.zeros(0, dtype=np.float32)
+        if self._remote is not None:
+            self._store.mirror.fetch(self._store._unit(self.pid))
         import zarr
 
         arr = zarr.open_array(str(self.path / "common_mode"), mode="r")
@@ -210,9 +215,19 @@ class LfpStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        # an object-store workspace: groups are checked in the bucket and fetched before they are read
+        self.mirror = objects.mirror_for(self.root)
 
     def __repr__(self) -> str:
         return f"LfpStore({str(self.root)!r})"
+
+    def __getstate__(self) -> dict:  # for DataLoader workers: the mirror (a network client) is re-opened
+        mirror = self.mirror
+        return {"root": self.root, "mirror": (mirror.store.url, mirror.root, mirror.published) if mirror else None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.root = state["root"]
+        self.mirror = objects.open_mirror(*state["mirror"]) if state["mirror"] else None
 
     def path(self, pid: str) -> Path:
         return self.root / pid
@@ -275,17 +290,31 @@ class LfpStore:
             return [f"{path} is missing"]
         if self.attrs(pid).get("complete") is not True:
             return [f"{path} is incomplete (no complete=true attribute)"]
+        if self.mirror is not None:  # the bucket holds the data of record; the working copy may be partial
+            return self.mirror.problems(self._unit(pid))
         found = []
         for name in ("lfp", "common_mode"):
             check = _problems_v3 if kind == "v3" else _problems_v2
             found += check(path / name)
         return found
 
-    def open(self, pid: str, cache: ChunkCache | None = None) -> LfpInsertion:
-        """A finished insertion (`MissingStageError` naming the lfp command if absent or incomplete)."""
+    def open(self, pid: str, cache: ChunkCache | None = None, fetch: bool = True) -> LfpInsertion:
+        """A finished insertion (`MissingStageError` naming the lfp command if absent or incomplete).
+
+        In an object-store workspace the group's shards are fetched into the working copy first, or, with
+        ``fetch=False``, read from the bucket by range requests (nothing kept on disk).
+        """
         if self.attrs(pid).get("complete") is not True:
             raise MissingStageError(f"{self.path(pid)} is missing or incomplete", "lfp", pids=[pid])
-        return LfpInsertion(self, pid, cache)
+        if self.mirror is None:
+            return LfpInsertion(self, pid, cache)
+        if fetch:
+            self.mirror.fetch(self._unit(pid))
+            return LfpInsertion(self, pid, cache)
+        return LfpInsertion(self, pid, cache, remote=self.mirror.open_remote)
+
+    def _unit(self, pid: str) -> str:
+        return self.path(pid).relative_to(self.mirror.root).as_posix()
 
     @contextlib.contextmanager
     def create(self, pid: str, n_channels: int, n_samples: int, encoding: Encoding,

@@ -163,10 +163,12 @@ class ShardReader:
     file; results equal zarr's reads (tested).
     """
 
-    def __init__(self, path: Path, cache: ChunkCache | None = None):
+    def __init__(self, path: Path, cache: ChunkCache | None = None, remote: Any = None):
         # one thread per decode: chunks are small (8 KiB) and DataLoader workers parallelise across windows
         blosc.use_threads = False
         self.path = Path(path)
+        # remote(path) -> a `ShardFile`-like reader of a shard in an object store (None: local files)
+        self._open_remote = remote
         meta = json.loads((self.path / "zarr.json").read_bytes())
         spec = _sharding(meta)
         if spec is None or len(meta["shape"]) != 2:
@@ -180,13 +182,12 @@ class ShardReader:
         self.per_shard = (self.shards[0] // self.chunks[0], self.shards[1] // self.chunks[1])
         self.cache = cache if cache is not None else ChunkCache()
         self._index: dict[tuple[int, int], list] = {}
-        self._fds: dict[tuple[int, int], int] = {}
+        self._files: dict[tuple[int, int], Any] = {}
         self._id = str(self.path)
 
     def __del__(self) -> None:
-        for fd in getattr(self, "_fds", {}).values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for file in getattr(self, "_files", {}).values():
+            file.close()
 
     def read(self, r0: int, r1: int, s0: int, s1: int) -> np.ndarray:
         """``array[r0:r1, s0:s1]`` as float32 µV (converted while copying out of the chunks: one pass)."""
@@ -234,7 +235,7 @@ class ShardReader:
         if offset == _EMPTY:
             raise DataIntegrityError(f"{self._shard_path(si, sj)} has no chunk ({ci}, {cj}): "
                                      "re-run the lfp stage for this insertion")
-        data = os.pread(self._fds[(si, sj)], n, offset)
+        data = self._files[(si, sj)].pread(n, offset)
         chunk = np.frombuffer(blosc.decompress(data), dtype=self.dtype).reshape(self.chunks)
         return self.cache.add(key, chunk)
 
@@ -247,14 +248,14 @@ class ShardReader:
         if index is None:
             path = self._shard_path(*shard)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                file = ShardFile(path) if self._open_remote is None else self._open_remote(path)
             except FileNotFoundError:
                 raise DataIntegrityError(f"{path} is missing: re-run the lfp stage for this insertion") from None
-            index, why = _read_index(fd, self.per_shard, _inside(shard, self.shape, self.shards, self.chunks))
+            index, why = _read_index(file, self.per_shard, _inside(shard, self.shape, self.shards, self.chunks))
             if why:
-                os.close(fd)
+                file.close()
                 raise DataIntegrityError(f"{path} {why}: re-run the lfp stage for this insertion")
-            self._fds[shard], self._index[shard] = fd, index.tolist()
+            self._files[shard], self._index[shard] = file, index.tolist()
         return self._index[shard]
 
 
@@ -309,7 +310,22 @@ def _sharding(meta: dict) -> dict | None:
     return cfg
 
 
-def _read_index(fd: int, per_shard: tuple[int, ...], inside: np.ndarray | None = None
+class ShardFile:
+    """Positioned reads of a local shard file (`ShardReader` takes other sources with ``size``/``pread``)."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self.fd).st_size
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return os.pread(self.fd, n, offset)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _read_index(file: Any, per_shard: tuple[int, ...], inside: np.ndarray | None = None
                 ) -> tuple[np.ndarray | None, str]:
     """(index of (offset, nbytes) per chunk, "") or (None, what is wrong) for an open shard file.
 
@@ -318,10 +334,10 @@ def _read_index(fd: int, per_shard: tuple[int, ...], inside: np.ndarray | None =
     from crc32c import crc32c
 
     n_index = math.prod(per_shard) * _INDEX_ENTRY
-    size = os.fstat(fd).st_size
+    size = file.size
     if size < n_index + _CRC:
         return None, f"is {size} bytes, shorter than its index"
-    raw = os.pread(fd, n_index + _CRC, size - n_index - _CRC)
+    raw = file.pread(n_index + _CRC, size - n_index - _CRC)
     if crc32c(raw[:n_index]) != int.from_bytes(raw[n_index:], "little"):
         return None, "has a damaged index (crc32c mismatch: truncated or overwritten)"
     index = np.frombuffer(raw[:n_index], dtype="<u8").reshape(*per_shard, 2)
@@ -358,14 +374,14 @@ def _problems_v3(path: Path) -> list[str]:
     for key in np.ndindex(*(math.ceil(n / s) for n, s in zip(shape, shards, strict=True))):
         shard = path.joinpath("c", *map(str, key))
         try:
-            fd = os.open(shard, os.O_RDONLY)
+            file = ShardFile(shard)
         except FileNotFoundError:
             found.append(f"{shard} is missing")
             continue
         try:
-            _, why = _read_index(fd, per_shard, _inside(key, shape, shards, chunks))
+            _, why = _read_index(file, per_shard, _inside(key, shape, shards, chunks))
         finally:
-            os.close(fd)
+            file.close()
         if why:
             found.append(f"{shard} {why}")
     return found
