@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from iblutil.io import hashfile
 from one.alf.exceptions import ALFObjectNotFound
 
 from ibl_ephys_data.errors import ConnectionFailed, DataIntegrityError, InputError
@@ -201,7 +202,7 @@ class PolicyHttp:
         url = split._replace(path=urllib.parse.quote(split.path)).geturl()
         file = Path(target_dir, url.rsplit("/", 1)[1])
         if not clobber and file.exists():
-            return (file, _md5(file)) if return_md5 else file
+            return (file, hashfile.md5(file)) if return_md5 else file
         # the bytes as stored (as ONE's urllib download gets them): a gzipped answer would not match its record
         headers = {"Accept-Encoding": "identity", **(headers or {})}
         if chunks is not None:
@@ -236,14 +237,6 @@ class PolicyHttp:
         finally:
             part.unlink(missing_ok=True)
         return (file, digest) if return_md5 else file
-
-
-def _md5(path: Path) -> str:
-    md5 = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(DOWNLOAD_BLOCK), b""):
-            md5.update(block)
-    return md5.hexdigest()
 
 
 def install(one: Any, policy: NetworkPolicy) -> PolicyHttp:
@@ -369,6 +362,6 @@ def _mismatch(path: Path, rec: Any) -> str | None:
     if size is not None and size == size and path.stat().st_size != int(size):
         return f"size {path.stat().st_size} != {int(size)} in Alyx's record"
     expected = rec.get("hash")
-    if isinstance(expected, str) and expected and _md5(path) != expected:
+    if isinstance(expected, str) and expected and hashfile.md5(path) != expected:
         return "md5 differs from Alyx's record"
     return None

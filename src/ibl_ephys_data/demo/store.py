@@ -14,7 +14,6 @@ Layout of the store (``root``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iblutil.io import parquet
+from iblutil.io import hashfile, parquet
 from one.alf.cache import DATASETS_COLUMNS, QC_TYPE, SESSIONS_COLUMNS
 from rich.progress import Progress
 
@@ -45,14 +44,6 @@ PROBE_LENGTH_UM = 3840.0
 SPIKE_SORTER = "pykilosort"
 ORIGIN = "ibl-ephys-data-demo"
 GROUND_TRUTH = "ground_truth.json"
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def channel_geometry() -> pd.DataFrame:
@@ -116,7 +107,7 @@ def generate_store(root: str | Path, seconds: float = DEFAULT_SECONDS, seed: int
                 did = demo_uuid("dataset", ins.eid, rel)
                 dataset_rows.append({
                     "eid": ins.eid, "id": did, "rel_path": rel, "file_size": f.stat().st_size,
-                    "hash": _md5(f), "exists": True, "qc": "NOT_SET", "default_revision": True,
+                    "hash": hashfile.md5(f), "exists": True, "qc": "NOT_SET", "default_revision": True,
                 })
                 tags[did] = list(ins.tags)
             insertion_rows.append({

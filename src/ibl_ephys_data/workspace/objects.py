@@ -76,14 +76,6 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ObjectStore:
     """The bucket's side: keys under ``prefix``, every transfer with a timeout, retries and an MD5 check."""
 
@@ -289,11 +281,13 @@ class Mirror:
         self._set_state(unit, {"etag": md5})
 
     def _publish_folder(self, unit: str) -> None:
+        from iblutil.io import hashfile
+
         folder = self.root / unit
         files = {p.relative_to(self.root).as_posix(): p for p in sorted(folder.rglob("*"))
                  if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)}
         record = {"state": "committed",
-                  "files": {rel: {"size": p.stat().st_size, "md5": md5_file(p)} for rel, p in files.items()}}
+                  "files": {rel: {"size": p.stat().st_size, "md5": hashfile.md5(p)} for rel, p in files.items()}}
         previous = self._remote_record(unit)
         old = previous.get("files", {}) if previous.get("state") == "committed" else {}
         self.store.put(_record_key(unit), json.dumps({"state": "writing"}).encode())
