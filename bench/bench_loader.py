@@ -6,8 +6,10 @@ layout instead), exports a zero-shot dataset of 3-s windows (timed per insertion
 random windows (1) through the loader, (2) from float16 memmaps of the same arrays (the baseline of a public
 audit of the LFP2Vec scripts), and (3) through `torch.utils.data.DataLoader` with 0, 1 and 2 workers.
 Prints rates and ratios (issue 11 target: loader >= 0.8x the memmap in one process); no thresholds.
+``--s3`` instead publishes the workspace into a local S3 server (moto, in this process) and reads the same
+windows from it: by range requests, and through the local cache (first epoch fetching, then cached).
 
-    uv run python bench/bench_loader.py [--chunk-samples 4096] [--dtype int16] [--legacy] [--seconds 240]
+    uv run python bench/bench_loader.py [--chunk-samples 4096] [--dtype int16] [--legacy] [--seconds 240] [--s3]
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000, help="random windows per measurement")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the best of each is kept")
+    ap.add_argument("--s3", action="store_true", help="read from an object-store workspace (local moto server)")
     ap.add_argument("--sharing", choices=("file_descriptor", "file_system"), default="file_descriptor",
                     help="torch.multiprocessing sharing strategy for the DataLoader runs")
     args = ap.parse_args()
@@ -96,6 +99,9 @@ def main() -> None:
 
         for i, (pid, r0, r1, s0, s1) in zip(idx[:50], where, strict=False):  # exactness spot-check
             np.testing.assert_array_equal(ds.read(i), store.open(pid).lfp(slice(r0, r1), slice(s0, s1)))
+        if args.s3:
+            object_store_reads(ws, idx, Path(tmp))
+            return
         loader_reads()
         memmap_reads()
         rate = interleaved({"memmap": memmap_reads, "loader": loader_reads}, len(idx), args.rounds)
@@ -123,6 +129,47 @@ def main() -> None:
             print(f"  zscore={zscore!s:5}: " + "  ".join(f"workers={w}: {r:6.0f}/s" for w, r in rates.items())
                   + f"  | 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
             del loaders, epochs
+
+
+def object_store_reads(ws, idx, tmp: Path) -> None:
+    """Windows/s from an object-store copy of ``ws``: range reads, then the cached loader, vs the folder."""
+    import shutil
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ibl_ephys_data.workspace import Workspace, atomic_path
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      IBL_EPHYS_DATA_CACHE=str(tmp / "s3-cache"))
+    boto3.client("s3").create_bucket(Bucket="bench")
+    remote = Workspace("s3://bench/ws").create()
+    t0 = time.perf_counter()
+    for name in remote.published():
+        if (ws.root / name).exists():
+            with atomic_path(remote.root / name) as out:
+                (shutil.copytree if (ws.root / name).is_dir() else shutil.copy)(ws.root / name, out)
+    print(f"published the workspace into s3://bench/ws in {time.perf_counter() - t0:.1f} s")
+    n = min(len(idx), 1000)
+    shutil.rmtree(remote.root)  # a reader with an empty working copy
+    readers = {"folder": LfpWindows(ws.root), "range requests": LfpWindows("s3://bench/ws", local_cache=False),
+               "local cache": LfpWindows("s3://bench/ws", local_cache=True)}
+    rates = {}
+    for key, ds in readers.items():
+        for epoch in (1, 2):  # the first epoch opens (and fetches) insertions; the second finds them ready
+            t0 = time.perf_counter()
+            for i in idx[:n]:
+                _ = ds[i]
+            rates[key, epoch] = n / (time.perf_counter() - t0)
+    print(f"object store (moto in this process, {n} random windows per epoch), load {os.getloadavg()[0]:.1f}:")
+    for (key, epoch), rate in rates.items():
+        ratio = rate / rates["folder", epoch]
+        print(f"  {key:15} epoch {epoch}: {rate:9.0f} windows/s   ratio to the folder {ratio:.3f}x")
+    server.stop()
 
 
 if __name__ == "__main__":

@@ -125,15 +125,13 @@ def s3_endpoint():
     server.stop()
 
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
 def _new_bucket(endpoint: str, monkeypatch, cache: Path, name: str) -> str:
     """A new, empty bucket on the local S3 server, the AWS variables that reach it and a working-copy cache
     (``IBL_EPHYS_DATA_CACHE``) in ``cache``; returns the bucket's ``s3://`` address."""
     import re
 
     import boto3
+    from s3_env import S3_ENV
 
     for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "IBL_EPHYS_DATA_CACHE": str(cache)}.items():
         monkeypatch.setenv(key, value)

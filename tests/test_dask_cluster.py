@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from lfp_outputs import assert_same_lfp_groups
+from s3_env import S3_ENV
 
 from ibl_ephys_data.demo.layout import INSERTIONS
 from ibl_ephys_data.demo.run import demo_connection
@@ -34,8 +35,6 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_endpoint):
-    from conftest import S3_ENV
-
     root = tmp_path_factory.mktemp("cluster")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"

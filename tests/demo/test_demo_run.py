@@ -16,13 +16,13 @@ from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 @pytest.fixture(scope="module")
 def s3_demo(demo_store, demo_seconds, s3_bucket_module):
-    """``ibl-ephys-data demo --out s3://bucket/runs/demo`` against the local S3 server: (url, its working
+    """``ibl-ephys-data demo --workspace s3://bucket/runs/demo`` against the local S3 server: (url, its working
     copy, what it printed). The same code as a folder run, on the working copy; compared with one below."""
     from ibl_ephys_data.workspace import objects
 
     url = f"{s3_bucket_module}/runs/demo"
     shutil.copytree(demo_store, objects.working_copy(url) / "demo-store")  # reused instead of regenerated
-    result = CliRunner().invoke(app, ["demo", "--out", url, "--seconds", str(demo_seconds)])
+    result = CliRunner().invoke(app, ["demo", "--workspace", url, "--seconds", str(demo_seconds)])
     assert result.exit_code == 0, result.output
     return url, Workspace(url), result
 

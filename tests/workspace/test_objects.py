@@ -54,15 +54,22 @@ def test_units_are_published_and_pulled_into_another_working_copy(workspace, tmp
     write_parquet(pd.DataFrame({"pid": [PID], "n": [1]}), workspace.catalog)
     _write_folder(workspace.qc_dir, {"metrics.parquet": b"m1", "verdicts.parquet": b"v1"})
     _write_folder(workspace.lfp / PID, _group(1))
+    _write_folder(workspace.parts_dir / "qc", {f"{PID}.parquet": b"p", f"{PID}.rms.parquet": b"r"})  # 2 units
     (workspace.root / "demo-store").mkdir()  # local scratch: never published
     (workspace.root / "demo-store" / "x.bin").write_bytes(b"local")
     stored = _objects(url)
     assert {"catalog.parquet", "qc/metrics.parquet", "qc/verdicts.parquet", f"lfp.zarr/{PID}/lfp/c/0/0",
-            ".commits/qc.json", f".commits/lfp.zarr/{PID}.json"} <= set(stored)
+            ".commits/qc.json", f".commits/lfp.zarr/{PID}.json", f"parts/qc/{PID}.parquet",
+            f"parts/qc/{PID}.rms.parquet"} <= set(stored)
+    assert not any(k.startswith(".commits/parts") for k in stored)  # parts are file units: one PUT each
     assert not any(k.startswith(("demo-store", ".lock", ".mirror")) or k.endswith(".tmp") for k in stored)
-    assert json.loads(stored[".commits/qc.json"]) == {"state": "committed", "files": {
-        "qc/metrics.parquet": {"size": 2, "md5": hashlib.md5(b"m1").hexdigest()},
-        "qc/verdicts.parquet": {"size": 2, "md5": hashlib.md5(b"v1").hexdigest()}}}
+    record = json.loads(stored[".commits/qc.json"])
+    etags = workspace.mirror.store.list("qc/")
+    assert record == {"state": "committed", "files": {
+        "qc/metrics.parquet": {"size": 2, "md5": hashlib.md5(b"m1").hexdigest(),
+                               "etag": etags["qc/metrics.parquet"][1]},
+        "qc/verdicts.parquet": {"size": 2, "md5": hashlib.md5(b"v1").hexdigest(),
+                                "etag": etags["qc/verdicts.parquet"][1]}}}
 
     other = Workspace(url, cache_dir=tmp_path / "machine-b").create().refresh()
     assert other.catalog.read_bytes() == workspace.catalog.read_bytes()

@@ -309,8 +309,8 @@ def run(
 @user_errors
 def demo(
     out: Annotated[str, typer.Option(
-        "--out", help="Workspace to create, a folder or s3://bucket/prefix (the demo store goes in its folder or "
-        "working copy).")] = "demo-ws",
+        "--out", "--workspace", "-w", help="Workspace to create, a folder or s3://bucket/prefix (the demo "
+        "store goes in its folder or working copy).")] = "demo-ws",
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each demo recording (s).")] = 40.0,
     store_only: Annotated[bool, typer.Option("--store-only", help="Only write the demo store.")] = False,
     scheduler: SchedulerOpt = None,

@@ -12,9 +12,9 @@ Units: what a stage replaces at once is published at once.
 - A file (``catalog.parquet``, ``manifest.json``, ``parts/<stage>/<pid>.parquet``, ...) is one PUT, which
   the store makes atomic.
 - A folder (``lfp.zarr/<pid>``, ``qc``, ``dataset``, ``report``) is its files, then a commit record
-  ``.commits/<unit>.json`` naming each file with its size and MD5. The record is set to ``writing`` before
-  the first upload, so a writer killed midway leaves a unit that readers treat as absent (the next run
-  recomputes it), never a mix of old and new files.
+  ``.commits/<unit>.json`` naming each file with its size, MD5 and ETag (the version stored). The record
+  is set to ``writing`` before the first upload, so a writer killed midway leaves a unit that readers treat
+  as absent (the next run recomputes it), never a mix of old and new files.
 
 Checks: uploads carry Content-MD5 (the store refuses a damaged body) and the MD5 in the object's metadata;
 downloads are compared with the expected size and MD5 before they enter the working copy, and a mismatch is
@@ -118,18 +118,22 @@ class ObjectStore:
         return out
 
     def put(self, rel: str, data: bytes, if_absent: bool = False) -> str | None:
-        """Upload ``data``; returns its MD5 (None if ``if_absent`` and the key exists)."""
+        """Upload ``data``; returns the object's ETag (None if ``if_absent`` and the key exists).
+
+        The ETag names this version of the object in listings; it is the MD5 only for some encryptions,
+        so the MD5 is also kept in the object's metadata.
+        """
         digest = hashlib.md5(data)
         extra = {"IfNoneMatch": "*"} if if_absent else {}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data,
-                                   ContentMD5=base64.b64encode(digest.digest()).decode(),
-                                   Metadata={"md5": digest.hexdigest()}, **extra)
+            reply = self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data,
+                                           ContentMD5=base64.b64encode(digest.digest()).decode(),
+                                           Metadata={"md5": digest.hexdigest()}, **extra)
         except self.client.exceptions.ClientError as ex:
             if if_absent and ex.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
                 return None
             raise
-        return digest.hexdigest()
+        return reply["ETag"].strip('"')
 
     def upload(self, path: Path, rel: str) -> str:
         return self.put(rel, Path(path).read_bytes())
@@ -224,7 +228,7 @@ class Mirror:
         if kind == FOLDER:
             return parts[0], True
         if kind == FILES and len(parts) > 1:
-            return rel, False
+            return None if folder is None and (self.root / rel).is_dir() else (rel, False)
         if kind == GROUPS and len(parts) > 1:
             if len(parts) > 2:
                 return "/".join(parts[:2]), True
@@ -260,14 +264,22 @@ class Mirror:
     # publishing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def committing(self, path: Path) -> Iterator[None]:
-        """Around a local commit of ``path``: forget which version the unit held, then publish it."""
+        """Around a local commit of ``path``: forget which version the unit held, then publish it.
+
+        ``path`` may also be a folder of units (``lfp.zarr``, ``parts``, ``parts/<stage>``): each unit in it
+        is published.
+        """
         unit = self.unit_of_path(path)
-        if unit is None:
-            yield
-            return
-        self._set_state(unit[0], None)  # killed before the publish ends: the next pull resyncs this unit
+        if unit is not None:
+            self._set_state(unit[0], None)  # killed before the publish ends: the next pull resyncs this unit
         yield
-        self.publish(*self.unit_of_path(path) or unit)
+        unit = self.unit_of_path(path)  # now that it exists: a file, a folder unit or a folder of units
+        if unit is not None:
+            self.publish(*unit)
+            return
+        inside = {self.unit_of_path(p) for p in Path(path).rglob("*") if p.is_file()} if Path(path).is_dir() else ()
+        for each in sorted(u for u in inside if u is not None):
+            self.publish(*each)
 
     def publish(self, unit: str, folder: bool) -> None:
         if folder:
@@ -276,9 +288,9 @@ class Mirror:
         path = self.root / unit
         if not path.exists():
             return
-        md5 = self.store.upload(path, unit)
-        self._update_listing({unit: (path.stat().st_size, md5)})
-        self._set_state(unit, {"etag": md5})
+        etag = self.store.upload(path, unit)
+        self._update_listing({unit: (path.stat().st_size, etag)})
+        self._set_state(unit, {"etag": etag})
 
     def _publish_folder(self, unit: str) -> None:
         from iblutil.io import hashfile
@@ -293,8 +305,9 @@ class Mirror:
         self.store.put(_record_key(unit), json.dumps({"state": "writing"}).encode())
         remote = self.store.list(unit + "/")
         for rel, meta in record["files"].items():
-            if old.get(rel) != meta or rel not in remote:
-                self.store.upload(files[rel], rel)
+            before = old.get(rel, {})
+            same = {k: before.get(k) for k in meta} == meta and remote.get(rel, (0, None))[1] == before.get("etag")
+            meta["etag"] = before["etag"] if same else self.store.upload(files[rel], rel)
         stale = sorted(set(remote) - set(record["files"]))
         if stale:
             self.store.delete(stale)
@@ -303,7 +316,7 @@ class Mirror:
             if self._listing is not None:
                 for rel in [r for r in self._listing if r.startswith(unit + "/")]:
                     del self._listing[rel]
-        self._update_listing({rel: (m["size"], m["md5"]) for rel, m in record["files"].items()}
+        self._update_listing({rel: (m["size"], m["etag"]) for rel, m in record["files"].items()}
                              | {_record_key(unit): (0, etag)})
         self._set_state(unit, {"etag": etag, "files": record["files"], "local": sorted(record["files"])})
 
@@ -422,8 +435,8 @@ class Mirror:
             self._sync_folder(unit, record, etag, whole=True)
 
     def problems(self, unit: str) -> list[str]:
-        """What is wrong with a folder unit in the bucket: not committed, or a file missing or of the wrong
-        size or MD5 (against its commit record). Empty: intact."""
+        """What is wrong with a folder unit in the bucket: not committed, or a file missing or not the
+        version its commit record names (size and ETag). Empty: intact."""
         listing = self.listing()
         etag = listing.get(_record_key(unit), (0, None))[1]
         where = f"{self.store.url}/{unit}"
@@ -434,10 +447,10 @@ class Mirror:
             return [f"{where} was not completely written (its commit record says {record.get('state')!r})"]
         found = []
         for rel, meta in record["files"].items():
-            size, md5 = listing.get(rel, (None, None))
+            size, etag = listing.get(rel, (None, None))
             if size is None:
                 found.append(f"{self.store.url}/{rel} is missing")
-            elif size != meta["size"] or (len(md5) == 32 and md5 != meta["md5"]):
+            elif size != meta["size"] or etag != meta.get("etag"):
                 found.append(f"{self.store.url}/{rel} differs from its commit record")
         return found
 
