@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iblutil.io import hashfile, parquet
+from iblutil.io import parquet
 from one.alf.cache import DATASETS_COLUMNS, QC_TYPE, SESSIONS_COLUMNS
 from rich.progress import Progress
 
@@ -33,6 +33,7 @@ from ibl_ephys_data.demo import signals
 from ibl_ephys_data.demo.artifacts import draw_events, events_transform
 from ibl_ephys_data.demo.iblqc import write_iblqc_lf
 from ibl_ephys_data.demo.layout import INSERTIONS, DemoInsertion, demo_uuid, releases_of
+from ibl_ephys_data.net import md5_file
 
 _logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def generate_store(root: str | Path, seconds: float = DEFAULT_SECONDS, seed: int
                 did = demo_uuid("dataset", ins.eid, rel)
                 dataset_rows.append({
                     "eid": ins.eid, "id": did, "rel_path": rel, "file_size": f.stat().st_size,
-                    "hash": hashfile.md5(f), "exists": True, "qc": "NOT_SET", "default_revision": True,
+                    "hash": md5_file(f), "exists": True, "qc": "NOT_SET", "default_revision": True,
                 })
                 tags[did] = list(ins.tags)
             insertion_rows.append({

@@ -293,13 +293,13 @@ class Mirror:
         self._set_state(unit, {"etag": etag})
 
     def _publish_folder(self, unit: str) -> None:
-        from iblutil.io import hashfile
+        from ibl_ephys_data.net import md5_file
 
         folder = self.root / unit
         files = {p.relative_to(self.root).as_posix(): p for p in sorted(folder.rglob("*"))
                  if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)}
         record = {"state": "committed",
-                  "files": {rel: {"size": p.stat().st_size, "md5": hashfile.md5(p)} for rel, p in files.items()}}
+                  "files": {rel: {"size": p.stat().st_size, "md5": md5_file(p)} for rel, p in files.items()}}
         previous = self._remote_record(unit)
         old = previous.get("files", {}) if previous.get("state") == "committed" else {}
         self.store.put(_record_key(unit), json.dumps({"state": "writing"}).encode())
