@@ -5,6 +5,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from s3_env import bucket_objects
 from typer.testing import CliRunner
 
 from ibl_ephys_data.cli import app
@@ -62,22 +63,11 @@ def test_demo_command_runs_every_stage(s3_demo):
     assert item["x"].dtype.name == "float32" and item["x"].shape[-1] == int(3.0 * 1250)
 
 
-def _bucket_objects(url: str) -> dict[str, bytes]:
-    """{key relative to the workspace prefix: bytes} of every object of an s3:// workspace."""
-    import boto3
-
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    client = boto3.client("s3")
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-            for o in page.get("Contents", [])]
-    return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
-
-
 def test_the_bucket_holds_what_a_folder_run_writes(s3_demo, qc_workspace, tmp_path, monkeypatch):
     from ibl_ephys_data.workspace.lfp_store import LfpStore
 
     url, ws, _ = s3_demo
-    stored = _bucket_objects(url)
+    stored = bucket_objects(url)
     # the bucket holds exactly the working copy's published outputs: no lock, no temporaries, no demo store
     published = {p.relative_to(ws.root).as_posix(): p for name in ws.published()
                  for p in ([ws.root / name] if (ws.root / name).is_file() else (ws.root / name).rglob("*"))

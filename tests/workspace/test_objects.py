@@ -16,19 +16,13 @@ import time
 import boto3
 import pandas as pd
 import pytest
+from s3_env import bucket_objects
 
 from ibl_ephys_data.errors import DataIntegrityError, InputError, WorkspaceLocked
 from ibl_ephys_data.workspace import Workspace, atomic_path, write_parquet
 from ibl_ephys_data.workspace.lfp_store import LfpStore
 
 PID = "2fa8c131-22ae-4362-a2f0-cf4f8dba5e3c"
-
-
-def _objects(url: str) -> dict[str, bytes]:
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    client = boto3.client("s3")
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])]
-    return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
 def _write_folder(path, files: dict[str, bytes]) -> None:
@@ -57,7 +51,7 @@ def test_units_are_published_and_pulled_into_another_working_copy(workspace, tmp
     _write_folder(workspace.parts_dir / "qc", {f"{PID}.parquet": b"p", f"{PID}.rms.parquet": b"r"})  # 2 units
     (workspace.root / "demo-store").mkdir()  # local scratch: never published
     (workspace.root / "demo-store" / "x.bin").write_bytes(b"local")
-    stored = _objects(url)
+    stored = bucket_objects(url)
     assert {"catalog.parquet", "qc/metrics.parquet", "qc/verdicts.parquet", f"lfp.zarr/{PID}/lfp/c/0/0",
             ".commits/qc.json", f".commits/lfp.zarr/{PID}.json", f"parts/qc/{PID}.parquet",
             f"parts/qc/{PID}.rms.parquet"} <= set(stored)
@@ -84,7 +78,7 @@ def test_units_are_published_and_pulled_into_another_working_copy(workspace, tmp
 
     # a replace with fewer files removes the stale ones from the bucket, and from the other working copy
     _write_folder(workspace.qc_dir, {"metrics.parquet": b"m2"})
-    assert "qc/verdicts.parquet" not in _objects(url)
+    assert "qc/verdicts.parquet" not in bucket_objects(url)
     other.refresh()
     assert sorted(p.name for p in other.qc_dir.iterdir()) == ["metrics.parquet"]
     assert (other.qc_dir / "metrics.parquet").read_bytes() == b"m2"
@@ -121,7 +115,7 @@ def test_a_publisher_killed_midway_leaves_the_unit_absent_and_the_rerun_complete
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     # the bucket says the group was not completely written: nobody reads it as done
-    stored = _objects(url)
+    stored = bucket_objects(url)
     assert json.loads(stored[f".commits/{unit}.json"]) == {"state": "writing"}
     fresh = Workspace(url, cache_dir=tmp_path / "machine-b").create().refresh()
     assert not (fresh.lfp / PID).exists()
@@ -131,7 +125,7 @@ def test_a_publisher_killed_midway_leaves_the_unit_absent_and_the_rerun_complete
         assert not (workspace.lfp / PID).exists()
         _write_folder(workspace.lfp / PID, _group(2))  # the rerun
     assert workspace.mirror.problems(unit) == []
-    stored = _objects(url)
+    stored = bucket_objects(url)
     assert stored[f"lfp.zarr/{PID}/lfp/c/0/0"] == (workspace.lfp / PID / "lfp" / "c" / "0" / "0").read_bytes()
     assert json.loads(stored[f".commits/{unit}.json"])["state"] == "committed"
     assert ".lock" not in stored
@@ -207,8 +201,8 @@ def test_the_bucket_lock_refuses_a_second_machine_and_takes_over_a_dead_holder(w
     holder = {"pid": int(dead.stdout), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}
     boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/.lock", Body=json.dumps(holder).encode())
     with other.lock():
-        assert json.loads(_objects(workspace.url)[".lock"])["pid"] == os.getpid()
-    assert ".lock" not in _objects(workspace.url)
+        assert json.loads(bucket_objects(workspace.url)[".lock"])["pid"] == os.getpid()
+    assert ".lock" not in bucket_objects(workspace.url)
 
 
 def test_bad_locations_are_one_line(s3_bucket):
