@@ -116,3 +116,4 @@ def test_credentials_in_the_url_are_used_and_never_echoed(alyx_server, tmp_path,
     assert not list(tmp_path.rglob(f"*{secret}*"))  # nor in a file or folder name (ONE's params, cache dirs)
     params = "".join(p.read_text() for p in Path.home().joinpath(".one").glob("*") if p.is_file())
     assert secret not in params and DEMO_PASSWORD not in params
+

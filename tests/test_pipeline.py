@@ -213,3 +213,27 @@ def test_lfp_on_dask_equals_in_process(lfp_workspace, alyx_server, tmp_path):
                      progress=False)
     assert result.counts() == {"done": 2}, result.statuses
     assert_same_lfp_groups(src, ws, pids)
+
+
+def test_worker_threads_open_one_together(alyx_server, tmp_path, monkeypatch):
+    """A Dask worker's threads open ONE at once on a fresh machine (no ~/.one yet), sharing one ONE cache.
+
+    ONE writes its params file and its REST cache without guarding against concurrent writers: here that
+    tore ``~/.one/.<host>`` and failed a task with ``FileExistsError`` on ``<cache>/.rest``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ibl_ephys_data.pipeline import open_with_retries
+
+    worker = demo_connection(alyx_server, tmp_path / "one-cache").for_workers()
+    assert worker.password is None and worker.token and not worker.cache_rest
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def open_and_list(_):
+        return len(open_with_retries(worker, attempts=1).alyx.rest("insertions", "list"))
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(open_and_list, range(8)))
+    assert counts == [len(alyx_server.store.insertions)] * 8
+    assert not (tmp_path / "one-cache" / ".rest").exists()  # Alyx's answers stay in each worker's memory

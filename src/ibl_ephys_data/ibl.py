@@ -50,6 +50,7 @@ class Connection:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     token: str | None = field(default=None, repr=False)
     remember_token: bool = True  # False on Dask workers: the token stays in memory, never in ~/.one
+    cache_rest: bool = True  # False on Dask workers: see for_workers
 
     def __repr__(self) -> str:
         return (f"Connection(alyx_url={redact_url(self.alyx_url)!r}, cache_dir={self.cache_dir!r}, "
@@ -67,6 +68,10 @@ class Connection:
         Why: workers on other machines have neither this machine's ONE params nor its environment; the token
         travels in memory with the task, and the workers' ONE is told not to cache it (``remember_token``),
         so no credential is written on a worker's disk or logged.
+
+        Workers also keep Alyx's answers in memory only (no ``.rest`` folder in the ONE cache): the tasks of
+        one cluster share that folder, and ONE creates it and writes its files without guarding against a
+        sibling doing the same at once (a task failed with ``FileExistsError`` on ``.rest``).
         """
         if self.offline:
             return self
@@ -76,7 +81,8 @@ class Connection:
         token = self.token or os.environ.get("ALYX_TOKEN")
         if username and password:
             token = _login(PolicyHttp(self.network), url, username, password)
-        return replace(self, alyx_url=url, username=username, password=None, token=token, remember_token=False)
+        return replace(self, alyx_url=url, username=username, password=None, token=token, remember_token=False,
+                       cache_rest=False)
 
     def open(self) -> One:
         if self.offline:
@@ -112,6 +118,8 @@ class Connection:
         kwargs = {"base_url": url, "silent": True, "mode": "remote"}
         if self.cache_dir:
             kwargs["cache_dir"] = str(self.cache_dir)
+        if not self.cache_rest:
+            kwargs["cache_rest"] = None
         if username:
             kwargs["username"] = username
         _check_reachable(http, url)

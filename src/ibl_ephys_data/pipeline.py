@@ -145,11 +145,20 @@ class Progress:
 
 
 # executors --------------------------------------------------------------------------------------
+_OPENING_ONE = threading.Lock()
+
+
 def open_with_retries(connection, attempts: int = 5):
-    """Open ONE on a worker, retrying briefly: workers starting together race on ONE's params file."""
+    """Open ONE on a worker: one thread at a time in a process, and retried briefly.
+
+    Why: ONE writes its params files (``~/.one/.<host>``, ``~/.one/.caches``) when it first meets a URL,
+    without guarding against concurrent writers; two threads of one worker opening at once tore them.
+    The lock orders this process's threads; the retries cover worker processes that share a home folder.
+    """
     for attempt in range(attempts):
         try:
-            return connection.open()
+            with _OPENING_ONE:
+                return connection.open()
         except ConnectionFailed:
             if attempt == attempts - 1:
                 raise
