@@ -9,7 +9,7 @@ from ibl_ephys_data.catalog import CatalogError, read_pid_csv, run_catalog
 from ibl_ephys_data.demo.layout import INSERTIONS, releases_of
 from ibl_ephys_data.demo.store import DEMO_PASSWORD, DEMO_USER
 from ibl_ephys_data.ibl import Connection, ConnectionFailed, release_tags
-from ibl_ephys_data.net import NetworkPolicy
+from ibl_ephys_data.network_policy import NetworkPolicy
 from ibl_ephys_data.workspace import Workspace
 
 

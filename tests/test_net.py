@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ibl_ephys_data.errors import ConnectionFailed, InputError
-from ibl_ephys_data.net import NetworkPolicy, PolicyHttp, redact_text, redact_url
+from ibl_ephys_data.net import PolicyHttp, redact_text, redact_url
+from ibl_ephys_data.network_policy import NetworkPolicy
 
 BODY = bytes(range(256)) * 40
 

@@ -79,29 +79,35 @@ def _killed_child(root: Path, url: str, data_url: str, hook: str, ready) -> None
     run_pipeline(Workspace(root / "ws"), _config(root), connection, progress=False)
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("hook", [
+# where the runs are killed, in this order, each in the re-run of the run killed before it
+KILL_POINTS = (
     "ibl_ephys_data.lfp.store.iter_destriped",  # mid-lfp: the second insertion's group half-written
     "ibl_ephys_data.qc.stage.signal_pid",  # mid-qc: the second insertion's metrics
     "ibl_ephys_data.dataset.export.write_json",  # mid-export: windows written, splits not yet
-])
-def test_kill_9_and_rerun_is_bit_identical(hook, clean_run, alyx_server, tmp_path):
-    ready = multiprocessing.get_context("fork").Event()
-    child = multiprocessing.get_context("fork").Process(
-        target=_killed_child, args=(tmp_path, alyx_server.url, alyx_server.data_url, hook, ready))
-    child.start()
-    assert ready.wait(240), "the run never reached the kill point"
-    child.kill()  # SIGKILL: no cleanup of any kind runs
-    child.join()
+)
+
+
+@pytest.mark.timeout(900)
+def test_kill_9_and_rerun_is_bit_identical(clean_run, alyx_server, tmp_path):
+    """Killed (SIGKILL) mid-lfp, its re-run killed mid-qc, that re-run killed mid-export: the last re-run
+    ends with outputs bit-identical to the uninterrupted run's."""
     ws = Workspace(tmp_path / "ws")
-    assert ws.lock_path.exists()  # the dead run's lock is left behind ...
+    for hook in KILL_POINTS:
+        ready = multiprocessing.get_context("fork").Event()
+        child = multiprocessing.get_context("fork").Process(
+            target=_killed_child, args=(tmp_path, alyx_server.url, alyx_server.data_url, hook, ready))
+        child.start()
+        assert ready.wait(240), f"the run never reached {hook}"
+        child.kill()  # SIGKILL: no cleanup of any kind runs
+        child.join()
+        assert ws.lock_path.exists(), hook  # the dead run's lock is left behind ... (and taken over next)
     t0 = time.monotonic()
     result = run_pipeline(ws, _config(tmp_path), demo_connection(alyx_server, tmp_path / "one-cache"), progress=False)
-    assert result.ok, result.failed  # ... and taken over
+    assert result.ok, result.failed
     assert time.monotonic() - t0 < 240
     ours = _outputs(ws)
     assert not [p for p in ours if any(part.endswith((".tmp", ".old")) for part in Path(p).parts)], \
-        "temporaries of the killed run are visible"
+        "temporaries of the killed runs are visible"
     assert sorted(ours) == sorted(clean_run)
     assert [p for p in ours if ours[p] != clean_run[p]] == []
 
@@ -141,8 +147,19 @@ SQUARE = InsertionStage("square", _square, lambda ws, pid, o: ws.has_part("squar
                         needs_one=False)
 
 
-@pytest.mark.parametrize("scheduler", [None, "local"])
-def test_failures_are_isolated_and_reported(demo_workspace, scheduler, tmp_path):
+@pytest.fixture(scope="module")
+def local_cluster():
+    """One local Dask cluster (``--scheduler local``) for this module's Dask tests: its workers import the
+    stages once instead of once per test."""
+    from ibl_ephys_data.pipeline import dask_client
+
+    with dask_client("local") as client:
+        yield client
+
+
+@pytest.mark.parametrize("on_dask", [False, True], ids=["in-process", "dask"])
+def test_failures_are_isolated_and_reported(demo_workspace, on_dask, request, tmp_path):
+    scheduler = request.getfixturevalue("local_cluster") if on_dask else None
     ws = Workspace(tmp_path / "ws").create()
     ws.catalog.write_bytes(demo_workspace[0].catalog.read_bytes())
     result = run_stage(SQUARE, ws, None, scheduler=scheduler, progress=False)
@@ -185,7 +202,7 @@ def test_pids_must_be_uuids():
 
 
 @pytest.mark.parametrize("stage", ["channels", "qc"])
-def test_channels_and_qc_on_dask_equal_in_process(stage, qc_workspace, alyx_server, tmp_path):
+def test_channels_and_qc_on_dask_equal_in_process(stage, qc_workspace, alyx_server, local_cluster, tmp_path):
     src, one_cache = qc_workspace
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(src.root, ws.root)
@@ -195,13 +212,13 @@ def test_channels_and_qc_on_dask_equal_in_process(stage, qc_workspace, alyx_serv
             part.unlink()
     conn = demo_connection(alyx_server, tmp_path / "one-cache")
     run = run_channels if stage == "channels" else run_qc
-    result = run(ws, None, None, pids, connection=conn, scheduler="local", progress=False)
+    result = run(ws, None, None, pids, connection=conn, scheduler=local_cluster, progress=False)
     assert result.counts() == {"done": 2}, result.statuses
     for name in ("channels.parquet", "qc/metrics.parquet", "qc/verdicts.parquet", "qc/channel_metrics.parquet"):
         assert (ws.root / name).read_bytes() == (src.root / name).read_bytes(), name
 
 
-def test_lfp_on_dask_equals_in_process(lfp_workspace, alyx_server, tmp_path):
+def test_lfp_on_dask_equals_in_process(lfp_workspace, alyx_server, local_cluster, tmp_path):
     src, *_ = lfp_workspace
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(src.root, ws.root)
@@ -209,7 +226,7 @@ def test_lfp_on_dask_equals_in_process(lfp_workspace, alyx_server, tmp_path):
     for pid in pids:
         shutil.rmtree(ws.lfp / pid)
     conn = demo_connection(alyx_server, tmp_path / "one-cache")
-    result = run_lfp(ws, None, LfpOptions(windows=((0.0, 24.0),)), pids, connection=conn, scheduler="local",
+    result = run_lfp(ws, None, LfpOptions(windows=((0.0, 24.0),)), pids, connection=conn, scheduler=local_cluster,
                      progress=False)
     assert result.counts() == {"done": 2}, result.statuses
     assert_same_lfp_groups(src, ws, pids)

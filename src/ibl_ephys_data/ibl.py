@@ -19,7 +19,8 @@ import requests
 from one.api import One, OneAlyx
 
 from ibl_ephys_data.errors import ConnectionFailed, check_option
-from ibl_ephys_data.net import NetworkPolicy, PolicyHttp, install, redact_url
+from ibl_ephys_data.net import PolicyHttp, install, redact_url
+from ibl_ephys_data.network_policy import NetworkPolicy
 from ibl_ephys_data.workspace.schema import RELEASES
 
 logger = logging.getLogger(__name__)

@@ -4,13 +4,13 @@ Why: neither ONE's REST calls, ONE's file downloads nor ``brainbox``'s ``Streame
 so one stalled response hangs a whole run; and ONE does not check a download against the dataset record, so
 a flipped byte in ``electrodeSites.mlapdv.npy`` silently gives wrong brain regions.
 
-:class:`NetworkPolicy` says how long to wait and how often to try again. :func:`install` applies it to a ONE
-instance through the two doors every request of ONE (and of ``Streamer``, which downloads through ONE's web
-client) goes through: the REST request function (``AlyxClient._generic_request`` receives the ``requests``
-function to call) and the file download method (``AlyxClient.download_file``). Both are replaced on that
-instance only, by equivalents that call the same URLs with the same headers and return the same values, with
-timeouts and retries added. :func:`verified_datasets` downloads through ONE and checks size and md5 against
-ONE's dataset record.
+:class:`~ibl_ephys_data.network_policy.NetworkPolicy` says how long to wait and how often to try again.
+:func:`install` applies it to a ONE instance through the two doors every request of ONE (and of ``Streamer``,
+which downloads through ONE's web client) goes through: the REST request function
+(``AlyxClient._generic_request`` receives the ``requests`` function to call) and the file download method
+(``AlyxClient.download_file``). Both are replaced on that instance only, by equivalents that call the same URLs
+with the same headers and return the same values, with timeouts and retries added. :func:`verified_datasets`
+downloads through ONE and checks size and md5 against ONE's dataset record.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import functools
 import hashlib
 import logging
 import os
-import random
 import re
 import tempfile
 import threading
@@ -28,14 +27,14 @@ import time
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 from one.alf.exceptions import ALFObjectNotFound
 
-from ibl_ephys_data.errors import ConnectionFailed, DataIntegrityError, InputError
+from ibl_ephys_data.errors import ConnectionFailed, DataIntegrityError
+from ibl_ephys_data.network_policy import NetworkPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -45,52 +44,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_PROCESSED_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 DOWNLOAD_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """How long to wait for a server and how often to try again (picklable: it travels to Dask workers).
-
-    A request that stalls costs at most ``connect_timeout + read_timeout`` per try (the read timeout bounds
-    each wait for bytes, not the whole transfer) and ``retries + 1`` tries, plus the backoff sleeps.
-    """
-
-    connect_timeout: float = 10
-    read_timeout: float = 60
-    retries: int = 4
-    backoff: float = 0.5
-    max_backoff: float = 30
-
-    def __post_init__(self):
-        for name in ("connect_timeout", "read_timeout"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"network policy {name}={getattr(self, name)!r}: must be > 0 seconds")
-        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise InputError(f"network policy {self}: retries, backoff and max_backoff must be >= 0")
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        """The ``(connect, read)`` timeout pair ``requests`` takes."""
-        return self.connect_timeout, self.read_timeout
-
-    @property
-    def tries(self) -> int:
-        return self.retries + 1
-
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to sleep after failed try ``attempt`` (0-based): exponential, capped, half of it jittered.
-
-        The jitter spreads the retries of many workers hit by the same outage; a server's ``Retry-After``
-        (in seconds) is honoured up to ``max_backoff``.
-        """
-        ceiling = min(self.max_backoff, self.backoff * 2 ** attempt)
-        wait = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if retry_after:
-            try:
-                wait = max(wait, min(float(retry_after), self.max_backoff))
-            except ValueError:  # an HTTP date: rare, and the exponential wait is a fine substitute
-                pass
-        return wait
 
 
 class _Retry(Exception):

@@ -201,7 +201,7 @@ def _on_worker(stage: InsertionStage, connection, location: str, pid: str, optio
     For an object-store workspace the worker's working copy is brought up to date first (a worker on
     another machine has its own), and what the pid writes is published from the worker.
     """
-    workspace = Workspace(location)
+    workspace = Workspace(location, network=connection.network if connection is not None else None)
     try:
         workspace.refresh()
     except Exception as ex:

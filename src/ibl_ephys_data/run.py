@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ibl_ephys_data.errors import InputError, check_option
+from ibl_ephys_data.network_policy import NetworkPolicy
 from ibl_ephys_data.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -68,20 +69,23 @@ class ConnectionOptions:
     offline: bool = False
     one_cache: str | None = None
     http_data_server: str | None = None
-    connect_timeout: float = 10.0  # seconds; every HTTP request (REST, downloads, range reads)
-    read_timeout: float = 60.0
-    retries: int = 4  # on 5xx, 429, resets and short bodies, with exponential backoff and jitter
+    # seconds and tries of every request (REST, downloads, range reads, an object-store workspace's bucket)
+    connect_timeout: float = NetworkPolicy.connect_timeout
+    read_timeout: float = NetworkPolicy.read_timeout
+    retries: int = NetworkPolicy.retries  # on 5xx, 429, resets and short bodies, with backoff and jitter
+
+    @property
+    def network(self) -> NetworkPolicy:
+        return NetworkPolicy(connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                             retries=self.retries)
 
     def connection(self):
         """The ``ibl.Connection`` these options describe (credentials from ONE's params or the environment)."""
         from ibl_ephys_data.ibl import Connection
-        from ibl_ephys_data.net import NetworkPolicy
 
         return Connection(alyx_url=self.alyx_url or Connection.alyx_url, offline=self.offline,
                           cache_dir=Path(self.one_cache) if self.one_cache else None,
-                          http_data_server=self.http_data_server,
-                          network=NetworkPolicy(connect_timeout=self.connect_timeout,
-                                                read_timeout=self.read_timeout, retries=self.retries))
+                          http_data_server=self.http_data_server, network=self.network)
 
 
 @dataclass(frozen=True)

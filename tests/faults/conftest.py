@@ -8,7 +8,7 @@ import pytest
 
 from ibl_ephys_data.demo.store import DEMO_PASSWORD, DEMO_USER
 from ibl_ephys_data.ibl import Connection
-from ibl_ephys_data.net import NetworkPolicy
+from ibl_ephys_data.network_policy import NetworkPolicy
 from ibl_ephys_data.workspace import Workspace
 
 from .proxy import FaultProxy

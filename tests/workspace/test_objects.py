@@ -169,23 +169,25 @@ def test_broken_downloads_are_fetched_again(workspace, tmp_path, monkeypatch):
     assert other.catalog.read_bytes() == workspace.catalog.read_bytes()
 
 
-def test_a_hung_download_ends_within_its_timeout(workspace):
+def test_a_hung_download_ends_within_the_workspace_timeout(workspace, tmp_path):
+    """The network policy (``--timeout``/``--retries``) reaches the bucket's client through ``Workspace``."""
     from faults.proxy import Fault, FaultProxy
 
-    from ibl_ephys_data.workspace.objects import ObjectStore
+    from ibl_ephys_data.network_policy import NetworkPolicy
 
     write_parquet(pd.DataFrame({"pid": [PID]}), workspace.catalog)
     with FaultProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
         os.environ["AWS_ENDPOINT_URL"], upstream = proxy.url, os.environ["AWS_ENDPOINT_URL"]
         try:
-            store = ObjectStore(workspace.url, timeout=1.0, retries=2)
+            other = Workspace(workspace.url, cache_dir=tmp_path / "machine-b",
+                              network=NetworkPolicy(connect_timeout=1.0, read_timeout=1.0, retries=2))
         finally:
             os.environ["AWS_ENDPOINT_URL"] = upstream
         proxy.plan(Fault("hang", "catalog.parquet$", method="GET", seconds=5))
         t0 = time.monotonic()
-        data = store.get("catalog.parquet")
+        other.refresh()
         assert time.monotonic() - t0 < 5
-    assert data == workspace.catalog.read_bytes()
+    assert other.catalog.read_bytes() == workspace.catalog.read_bytes()
 
 
 def test_the_bucket_lock_refuses_a_second_machine_and_takes_over_a_dead_holder(workspace, tmp_path):

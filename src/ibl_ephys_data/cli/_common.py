@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ibl_ephys_data.errors import IblEphysDataError
+from ibl_ephys_data.network_policy import NetworkPolicy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Quality-controlled, region-labelled, ML-ready LFP datasets from IBL releases.")
@@ -31,8 +32,10 @@ AlyxUrlOpt = Annotated[str | None, typer.Option(
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the ONE cache only, no network.")]
 OneCacheOpt = Annotated[Path | None, typer.Option("--one-cache", help="ONE cache folder (default: ONE's own).")]
 DataServerOpt = Annotated[str | None, typer.Option("--http-data-server", help="Override ONE's HTTP data server.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Read timeout of every HTTP request (s).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", help="Read timeout of every request (s): Alyx, downloads, range reads, an s3:// workspace.")]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failed request (5xx, reset, short body).")]
+DEFAULT_TIMEOUT, DEFAULT_RETRIES = NetworkPolicy.read_timeout, NetworkPolicy.retries
 PidsOpt = Annotated[list[str] | None, typer.Option("--pids", help="Only these insertion UUIDs (repeatable).")]
 PidCsvOpt = Annotated[Path | None, typer.Option(
     "--pid-csv", help="CSV with a 'pid' column (optional 'eid', 'release').")]
@@ -65,11 +68,12 @@ def user_errors(func):
     return wrapper
 
 
-def open_workspace(location: str):
-    """The workspace to write: created if missing; an object-store workspace's working copy brought up to date."""
+def open_workspace(location: str, network: NetworkPolicy | None = None):
+    """The workspace to write: created if missing; an object-store workspace's working copy brought up to date
+    (its bucket reached under ``network``)."""
     from ibl_ephys_data.workspace import Workspace
 
-    ws = Workspace(location).create().refresh()
+    ws = Workspace(location, network=network).create().refresh()
     ws.attach_log()
     return ws
 
@@ -83,7 +87,7 @@ def _existing(location: str):
 
 
 def connection(alyx_url: str | None, offline: bool, one_cache: Path | None, http_data_server: str | None,
-               timeout: float = 60.0, retries: int = 4):
+               timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES):
     from ibl_ephys_data.run import ConnectionOptions
 
     return ConnectionOptions(alyx_url=alyx_url, offline=offline, one_cache=str(one_cache) if one_cache else None,
@@ -126,8 +130,8 @@ def _run_insertion_stage(stage: str, workspace: str, options, pids, pid_csv, sch
     from ibl_ephys_data.run import _per_insertion
 
     wanted = requested_pids(pids, pid_csv)
-    ws = open_workspace(workspace)
     conn = connection(alyx_url, offline, one_cache, http_data_server, timeout, retries)
+    ws = open_workspace(workspace, conn.network)
     run = _per_insertion(stage)
     with ws.lock():
         if scheduler:

@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from ibl_ephys_data.cli._common import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
     DEFAULT_WORKSPACE,
     AlyxUrlOpt,
     DataServerOpt,
@@ -83,8 +85,8 @@ def channels(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
-    timeout: TimeoutOpt = 60.0,
-    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    retries: RetriesOpt = DEFAULT_RETRIES,
 ) -> None:
     """Channel locations (xyz, CCF, Allen/Beryl/Cosmos) of the catalog's insertions -> channels.parquet."""
     from ibl_ephys_data.channels import ChannelsOptions
@@ -113,8 +115,8 @@ def lfp(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
-    timeout: TimeoutOpt = 60.0,
-    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    retries: RetriesOpt = DEFAULT_RETRIES,
 ) -> None:
     """Stream raw LF, detect bad channels, destripe and decimate -> lfp.zarr/<pid>/."""
     from ibl_ephys_data.errors import check_option
@@ -157,8 +159,8 @@ def qc(
     offline: OfflineOpt = False,
     one_cache: OneCacheOpt = None,
     http_data_server: DataServerOpt = None,
-    timeout: TimeoutOpt = 60.0,
-    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    retries: RetriesOpt = DEFAULT_RETRIES,
 ) -> None:
     """Compute QC metrics and verdicts -> qc/metrics.parquet, qc/verdicts.parquet; print a summary."""
     if ctx.invoked_subcommand is not None:
@@ -297,7 +299,7 @@ def run(
 
     cfg = load_config(config, scheduler=scheduler)
     wanted = requested_pids(pids, pid_csv)
-    ws = open_workspace(workspace)
+    ws = open_workspace(workspace, cfg.connection.network)
     if dry_run:
         with cfg.connection.connection().session() as one:
             console.print_json(data=plan(ws, cfg, one, pids=wanted))

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ibl_ephys_data.errors import EmptyResultError, InputError, MissingStageError, WorkspaceLocked
+from ibl_ephys_data.network_policy import NetworkPolicy
 from ibl_ephys_data.workspace import objects
 
 LOG_NAME = "ibl-ephys-data.log"
@@ -120,14 +121,17 @@ class Workspace:
 
     ``root`` is a folder, or ``s3://bucket/prefix`` for an object-store workspace: then ``root`` becomes the
     local working copy (in ``cache_dir``, see `objects.working_copy`), ``url`` the bucket location and
-    ``mirror`` what keeps the two in step; stages work on the working copy, unchanged.
+    ``mirror`` what keeps the two in step; stages work on the working copy, unchanged. ``network`` (timeouts,
+    retries) is how the bucket is reached; a folder workspace has no use for it.
     """
 
-    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 network: NetworkPolicy | None = None):
         self.url = str(root).rstrip("/") if objects.is_url(root) else None
         if self.url is not None:
             self.root = objects.working_copy(self.url, cache_dir)
-            self.mirror: objects.Mirror | None = objects.open_mirror(self.url, self.root, self.published())
+            self.mirror: objects.Mirror | None = objects.open_mirror(self.url, self.root, self.published(),
+                                                                     network)
         else:
             self.root = Path(root).expanduser().absolute()
             self.mirror = None
@@ -135,8 +139,8 @@ class Workspace:
     def __repr__(self) -> str:
         return f"Workspace({self.location!r})"
 
-    def __reduce__(self) -> tuple:
-        return Workspace, (self.location,)
+    def __reduce__(self) -> tuple:  # the working copy is the unpickler's own (its cache folder)
+        return Workspace, (self.location, None, self.mirror.store.network if self.mirror else None)
 
     @property
     def location(self) -> str:

@@ -223,7 +223,8 @@ class LfpStore:
 
     def __getstate__(self) -> dict:  # for DataLoader workers: the mirror (a network client) is re-opened
         mirror = self.mirror
-        return {"root": self.root, "mirror": (mirror.store.url, mirror.root, mirror.published) if mirror else None}
+        return {"root": self.root,
+                "mirror": (mirror.store.url, mirror.root, mirror.published, mirror.store.network) if mirror else None}
 
     def __setstate__(self, state: dict) -> None:
         self.root = state["root"]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ibl_ephys_data.errors import ConnectionFailed, DataIntegrityError, InputError
+from ibl_ephys_data.network_policy import NetworkPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ SCHEME = "s3://"
 COMMITS = ".commits"  # <prefix>/.commits/<unit>.json: the commit record of a folder unit
 STATE = ".mirror"  # <working copy>/.mirror/<unit>.json: which remote version the local unit holds
 CACHE_ENV = "IBL_EPHYS_DATA_CACHE"
-TIMEOUT_S = 60.0  # read timeout of one request (connect: 10 s)
-RETRIES = 4  # attempts after the first, with botocore's exponential backoff and jitter
 # how the workspace's top-level entries are published (given by `Workspace.published`)
 FILE, FOLDER, FILES, GROUPS = "file", "folder", "files", "groups"
 
@@ -77,18 +76,21 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 class ObjectStore:
-    """The bucket's side: keys under ``prefix``, every transfer with a timeout, retries and an MD5 check."""
+    """The bucket's side: keys under ``prefix``, every transfer with a timeout, retries and an MD5 check.
 
-    def __init__(self, url: str, timeout: float = TIMEOUT_S, retries: int = RETRIES):
+    ``network`` gives the timeouts and the number of tries (botocore's ``standard`` retries: exponential
+    backoff with jitter), as for every other request of the tool (``--timeout``, ``--retries``).
+    """
+
+    def __init__(self, url: str, network: NetworkPolicy | None = None):
         import boto3
         from botocore.config import Config
 
         self.url = url.rstrip("/")
         self.bucket, self.prefix = split_url(url)
-        self.retries = retries
-        config = Config(connect_timeout=min(10.0, timeout), read_timeout=timeout,
-                        retries={"max_attempts": retries + 1, "mode": "standard"},
-                        max_pool_connections=32)
+        self.network = network = network or NetworkPolicy()
+        config = Config(connect_timeout=network.connect_timeout, read_timeout=network.read_timeout,
+                        retries={"max_attempts": network.tries, "mode": "standard"}, max_pool_connections=32)
         self.client = boto3.session.Session().client("s3", config=config)
 
     def key(self, rel: str) -> str:
@@ -149,7 +151,7 @@ class ObjectStore:
         )
 
         problem = ""
-        for _ in range(self.retries + 1):
+        for _ in range(self.network.tries):
             reply = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))  # botocore retries this
             try:  # ... but not a body cut, stalled or damaged (botocore's own CRC check) after the headers
                 data = reply["Body"].read()
@@ -168,7 +170,7 @@ class ObjectStore:
             else:
                 return data
             logger.warning("%s/%s: %s; downloading again", self.url, rel, problem)
-        raise DataIntegrityError(f"{self.url}/{rel}: {problem} after {self.retries + 1} downloads")
+        raise DataIntegrityError(f"{self.url}/{rel}: {problem} after {self.network.tries} downloads")
 
     def get_range(self, rel: str, offset: int, n: int) -> bytes:
         reply = self.client.get_object(Bucket=self.bucket, Key=self.key(rel), Range=f"bytes={offset}-{offset + n - 1}")
@@ -477,12 +479,13 @@ class Mirror:
         return create, read, lambda: self.store.delete([".lock"])
 
 
-def open_mirror(url: str, root: Path, published: dict[str, str]) -> Mirror:
-    """The mirror of ``url`` in ``root`` (one per process: its listing and client are reused)."""
+def open_mirror(url: str, root: Path, published: dict[str, str], network: NetworkPolicy | None = None) -> Mirror:
+    """The mirror of ``url`` in ``root`` (one per process: its listing and client are reused, so the first
+    opener's ``network`` policy holds for the process)."""
     with _MIRRORS_LOCK:
         mirror = _MIRRORS.get(root)
         if mirror is None or mirror.store.url != url.rstrip("/"):
-            mirror = _MIRRORS[root] = Mirror(root, ObjectStore(url), published)
+            mirror = _MIRRORS[root] = Mirror(root, ObjectStore(url, network), published)
         return mirror
 
 
