@@ -1,37 +1,18 @@
-"""The network policy on its own: validation, backoff bounds, redaction, pickling, the downloader's contract."""
+"""Requests under the network policy: redaction, the downloader's contract, its retries."""
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ibl_ephys_data.errors import ConnectionFailed, InputError
+from ibl_ephys_data.errors import ConnectionFailed
 from ibl_ephys_data.net import PolicyHttp, redact_text, redact_url
 from ibl_ephys_data.network_policy import NetworkPolicy
 
 BODY = bytes(range(256)) * 40
-
-
-def test_policy_is_validated_and_picklable():
-    policy = NetworkPolicy(connect_timeout=1, read_timeout=2, retries=3, backoff=0.1, max_backoff=1)
-    assert pickle.loads(pickle.dumps(policy)) == policy and policy.tries == 4 and policy.timeout == (1, 2)
-    with pytest.raises(InputError, match="read_timeout=0"):
-        NetworkPolicy(read_timeout=0)
-    with pytest.raises(InputError, match="must be >= 0"):
-        NetworkPolicy(retries=-1)
-
-
-def test_backoff_grows_is_capped_and_jittered():
-    policy = NetworkPolicy(backoff=0.5, max_backoff=3)
-    for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 3.0), (10, 3.0)]:
-        waits = [policy.delay(attempt) for _ in range(200)]
-        assert all(ceiling / 2 <= w <= ceiling for w in waits)
-        assert len(set(waits)) > 1  # jittered
-    assert policy.delay(0, retry_after="2") == 2 and policy.delay(0, retry_after="999") == 3
 
 
 def test_redaction():
