@@ -156,6 +156,6 @@ def report(
     ws = _existing(workspace)
     if not ws.root.is_dir():
         raise MissingInputError(f"workspace {workspace} does not exist: run the stages first or pass --workspace")
-    ws = open_workspace(workspace)
+    ws.create().attach_log()  # already up to date: not pulled twice
     index = write_report(ws, formats=("png", "svg") if svg else ("png",))
     console.print(f"report: {index}")

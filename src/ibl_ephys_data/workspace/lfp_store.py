@@ -179,7 +179,7 @@ class LfpInsertion:
             path = self.path / name
             fast = not self.legacy and _sharding(_array_meta(path)) is not None
             if self._remote is not None and not fast:
-                self._store.mirror.fetch(self._store._unit(self.pid))
+                self._store.fetch(self.pid)
             reader = ShardReader(path, self._cache, self._remote) if fast else ZarrReader(path)
             self._readers[name] = reader
         return reader
@@ -199,7 +199,7 @@ class LfpInsertion:
         if s1 <= s0:
             return np.zeros(0, dtype=np.float32)
         if self._remote is not None:
-            self._store.mirror.fetch(self._store._unit(self.pid))
+            self._store.fetch(self.pid)
         import zarr
 
         arr = zarr.open_array(str(self.path / "common_mode"), mode="r")
@@ -310,9 +310,13 @@ class LfpStore:
         if self.mirror is None:
             return LfpInsertion(self, pid, cache)
         if fetch:
-            self.mirror.fetch(self._unit(pid))
+            self.fetch(pid)
             return LfpInsertion(self, pid, cache)
         return LfpInsertion(self, pid, cache, remote=self.mirror.open_remote)
+
+    def fetch(self, pid: str) -> None:
+        """The group's files into the working copy of an object-store workspace (kept there)."""
+        self.mirror.fetch(self._unit(pid))
 
     def _unit(self, pid: str) -> str:
         return self.path(pid).relative_to(self.mirror.root).as_posix()
